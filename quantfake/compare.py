@@ -1,0 +1,130 @@
+"""``quantfake compare A B``: what changed between two runs, and is it significant.
+
+Each metric of each cell present in both runs is tested with the same gate as
+the baselines (:func:`quantfake.baselines.check_metric`): A is the reference,
+B the new run.  Exit status: 0 no significant regression, 1 at least one,
+2 usage error (unknown run, bad option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tabulate import tabulate
+
+from quantfake.baselines import BenchConfig, check_metric, load_config
+from quantfake.metrics import METRICS
+from quantfake.results import cells_by_id, load_run
+
+__all__ = ["compare_runs", "rows_to_frame", "format_table", "main"]
+
+DEFAULT_HISTORY_DIR = ".quantfake/history"
+
+
+def _finite(x: Any) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(float(x))
+
+
+def compare_runs(
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    config: BenchConfig,
+    metrics: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (cell, metric) present and finite in both runs.
+
+    ``metrics=None`` compares the config's gated metrics; ``["all"]`` every
+    metric with a direction.  Row keys: cell_id, metric, a, b, delta (b - a),
+    ci95_b, tolerance, p, regression, improved.
+    """
+    cells_a, cells_b = cells_by_id(a), cells_by_id(b)
+    rows: list[dict[str, Any]] = []
+    for cell_id in sorted(set(cells_a) & set(cells_b)):
+        ca, cb = cells_a[cell_id], cells_b[cell_id]
+        if metrics is None:
+            names = list(config.gated_for(cb.kind))
+        elif list(metrics) == ["all"]:
+            names = sorted(k for k in set(ca.metrics) & set(cb.metrics) if METRICS.get(k) and METRICS[k].higher_is_better is not None)
+        else:
+            names = list(metrics)
+        for name in names:
+            va, vb = ca.metrics.get(name), cb.metrics.get(name)
+            if not (_finite(va) and _finite(vb)):
+                continue
+            chk = check_metric(
+                name, va, vb,
+                se_baseline=ca.se.get(name), se_new=cb.se.get(name),
+                tolerance=config.tolerance(name), alpha=config.alpha,
+            )
+            rows.append({
+                "cell_id": cell_id, "metric": name, "a": float(va), "b": float(vb), "delta": float(vb) - float(va),
+                "ci95_b": cb.ci95.get(name), "tolerance": chk.tolerance, "p": chk.p,
+                "regression": chk.regression, "improved": chk.improved,
+            })
+    return rows
+
+
+def rows_to_frame(rows: list[dict[str, Any]]):  # -> pandas.DataFrame (pandas imported lazily)
+    """The rows as a DataFrame, for notebooks and reports."""
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=["cell_id", "metric", "a", "b", "delta", "ci95_b", "tolerance", "p", "regression", "improved"])
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Plain-text table; regressions marked ``REGRESSION``, significant gains ``improved``."""
+    def ci(v: Any) -> str:
+        return f"[{v[0]:.3f}, {v[1]:.3f}]" if v and all(_finite(x) for x in v) else ""
+
+    body = [
+        [r["cell_id"], r["metric"], f"{r['a']:.4f}", f"{r['b']:.4f}", f"{r['delta']:+.4f}", ci(r["ci95_b"]),
+         f"{r['tolerance']:.3f}", f"{r['p']:.3g}", "REGRESSION" if r["regression"] else ("improved" if r["improved"] else "")]
+        for r in rows
+    ]
+    return tabulate(body, headers=["cell", "metric", "A", "B", "B-A", "B 95% CI", "tol", "p (drop)", "verdict"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``quantfake compare A B [--history DIR] [--metric NAME ...] [--pyproject PATH]``."""
+    parser = argparse.ArgumentParser(prog="quantfake compare", description=__doc__.splitlines()[0])
+    parser.add_argument("a", help="reference run: file path, run id, 'latest' or 'previous'")
+    parser.add_argument("b", help="new run: file path, run id, 'latest' or 'previous'")
+    parser.add_argument("--history", default=DEFAULT_HISTORY_DIR, help=f"history folder (default {DEFAULT_HISTORY_DIR})")
+    parser.add_argument("--metric", action="append", dest="metrics", metavar="NAME",
+                        help="metric to compare (repeatable; 'all' for every metric); default: gated metrics")
+    parser.add_argument("--pyproject", default="pyproject.toml", help="where [tool.quantfake] is read from")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    try:
+        if args.metrics and args.metrics != ["all"]:
+            unknown = [m for m in args.metrics if m not in METRICS]
+            if unknown:
+                raise ValueError(f"unknown metric(s) {unknown}; accepted: {sorted(METRICS)} or 'all'")
+        config = load_config(args.pyproject)
+        run_a = load_run(args.a, args.history)
+        run_b = load_run(args.b, args.history)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"quantfake compare: error: {exc}", file=sys.stderr)
+        return 2
+    rows = compare_runs(run_a, run_b, config, args.metrics)
+    print(f"A = {run_a['run_id']}  B = {run_b['run_id']}  (alpha={config.alpha})")
+    only_a = sorted(set(cells_by_id(run_a)) - set(cells_by_id(run_b)))
+    only_b = sorted(set(cells_by_id(run_b)) - set(cells_by_id(run_a)))
+    print(format_table(rows) if rows else "no common cells with comparable metrics")
+    if only_a:
+        print(f"cells only in A: {', '.join(only_a)}")
+    if only_b:
+        print(f"cells only in B: {', '.join(only_b)}")
+    n_reg = sum(r["regression"] for r in rows)
+    print(f"{n_reg} significant regression(s)")
+    return 1 if n_reg else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

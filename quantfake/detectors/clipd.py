@@ -1,0 +1,83 @@
+"""CLIP-D (Cozzolino et al., "Raising the Bar of AI-generated Image Detection with CLIP",
+CVPR Workshops 2024).
+
+Upstream: github.com/grip-unina/ClipBased-SyntheticImageDetection: ``networks/openclipnet.py``
+(``OpenClipLinear(next_to_last=True, normalize=True)``), ``main.py``,
+``weights/clipdet_latent10k_plus/config.yaml``.  What we reproduce:
+
+* backbone: open_clip ``ViT-L-14`` with the ``laion/CLIP-ViT-L-14-CommonPool.XL-s13B-b90K``
+  weights (``clipL14commonpool``), frozen.  "next to last" means the visual projection is
+  removed: the feature is the 1024-d ``ln_post`` CLS token, which is ``pooler_output`` of
+  ``transformers.CLIPVisionModel``; it is L2-normalised (``encode_image(normalize=True)``);
+* head: ``fc`` = ``ChannelLinear(1024, 1)`` (same parameters as ``nn.Linear``);
+* test preprocessing (``patch_size: Clip224``): ``Resize(224, bicubic)`` on the shorter side,
+  ``CenterCrop(224)``, CLIP mean/std;
+* decision: logit > 0 is synthetic, so the score is the logit, threshold 0;
+* checkpoint: ``clipdet_latent10k_plus/weights.pth`` holds only the head (``fc.*``, possibly
+  under ``model`` with a ``module.`` prefix); the tower is read from a local HF-format folder
+  (``CLIP-ViT-L-14-CommonPool.XL-s13B-b90K`` under the weights dir, converted from
+  open_clip if needed: its activation is ``gelu``, not OpenAI's ``quick_gelu``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .clip_backbone import VIT_L14, build_tower
+from .preprocessing import CLIP_MEAN, CLIP_STD, PreprocessPolicy
+
+UPSTREAM_POLICY = PreprocessPolicy(
+    resize=224, crop=224, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD,
+    note="ClipBased main.py patch_size Clip224: Resize(224, BICUBIC), CenterCrop(224), norm_type clip",
+)
+TINY_POLICY = PreprocessPolicy(
+    resize=32, crop=32, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD,
+    note="upstream Clip224 scaled to the tiny tower's 32x32 input",
+)
+FULL_CONFIG: dict[str, object] = {**VIT_L14, "hidden_act": "gelu"}
+TINY_CONFIG: dict[str, object] = {
+    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "image_size": 32, "patch_size": 8, "projection_dim": 16, "hidden_act": "gelu",
+}
+
+
+class ClipD(nn.Module):
+    """Frozen-by-default CLIP tower -> L2-normalised pooled feature -> linear; (N, 1)."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(backbone.config.hidden_size, 1)
+        nn.init.normal_(self.fc.weight, 0.0, 0.02)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.backbone(pixel_values=x).pooler_output
+        return F.normalize(pooled, dim=-1)
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.fc(feats)
+
+    def head_modules(self) -> list[nn.Module]:
+        return [self.fc]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def build(tiny: bool, backbone_dir: Path | None = None) -> ClipD:
+    if tiny:
+        return ClipD(build_tower(False, TINY_CONFIG))
+    return ClipD(build_tower(False, FULL_CONFIG, backbone_dir))
+
+
+def load_upstream(module: ClipD, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load the head from ``fc.weight``/``fc.bias`` (the tower is not in the checkpoint)."""
+    head = {k[len("fc."):]: v for k, v in state_dict.items() if k.startswith("fc.")}
+    if set(head) != {"weight", "bias"}:
+        raise KeyError(f"CLIP-D checkpoint should hold fc.weight and fc.bias, found keys {sorted(state_dict)}")
+    module.fc.load_state_dict(head, strict=True)

@@ -1,0 +1,142 @@
+"""Batched scoring with a persistent cache, so a rerun never scores an image twice.
+
+Images are identified by the SHA-256 of their PNG bytes.  Pass ``image_sha256`` when you
+have the files (hash of the file bytes); otherwise each image is PNG-encoded by PIL with
+fixed settings and that is hashed (deterministic for identical pixels).  Do not mix the two
+conventions within one cache.  The cache key is (image, detector id, effective precision,
+checkpoint SHA-256, preprocessing-policy SHA-256): anything that changes a score changes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sqlite3
+import time
+from collections.abc import Sequence
+from contextlib import closing, nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .loaded import LoadedDetector
+from .preprocessing import ImageBatch, as_pil_list
+
+CacheKey = tuple[str, str, str, str, str]
+
+
+def image_sha256(image: Image.Image | np.ndarray) -> str:
+    """SHA-256 of the PNG encoding (PIL, compress_level 6, no metadata) of an RGB image."""
+    img = Image.fromarray(image) if isinstance(image, np.ndarray) else image.convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=6)
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+class ScoreCache:
+    """sqlite3-backed score store; WAL + busy timeout so parallel workers can share one file."""
+
+    def __init__(self, path: Path | str, timeout_s: float = 60.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.timeout_s = timeout_s
+        with closing(self._connect()) as con, con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS scores ("
+                " image_sha256 TEXT NOT NULL, detector_id TEXT NOT NULL, precision TEXT NOT NULL,"
+                " checkpoint_sha256 TEXT NOT NULL, preprocess_sha256 TEXT NOT NULL, score REAL,"
+                " created_unix REAL NOT NULL,"
+                " PRIMARY KEY (image_sha256, detector_id, precision, checkpoint_sha256, preprocess_sha256))"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=self.timeout_s)
+
+    def get_many(self, keys: Sequence[CacheKey]) -> dict[CacheKey, float]:
+        """Scores already stored for ``keys`` (missing keys are absent)."""
+        found: dict[CacheKey, float] = {}
+        with closing(self._connect()) as con:
+            for key in keys:
+                row = con.execute(
+                    "SELECT score FROM scores WHERE image_sha256=? AND detector_id=? AND precision=?"
+                    " AND checkpoint_sha256=? AND preprocess_sha256=?", key,
+                ).fetchone()
+                if row is not None:  # NULL stores a NaN score (sqlite cannot hold NaN)
+                    found[key] = float("nan") if row[0] is None else float(row[0])
+        return found
+
+    def put_many(self, items: dict[CacheKey, float]) -> None:
+        now = time.time()
+        with closing(self._connect()) as con, con:
+            con.executemany(
+                "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*key, None if np.isnan(score) else float(score), now) for key, score in items.items()],
+            )
+
+    def __len__(self) -> int:
+        with closing(self._connect()) as con:
+            return int(con.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
+
+
+def effective_precision(detector: LoadedDetector, autocast: bool) -> str:
+    """The precision name the cache and results record (autocast is part of it)."""
+    return f"{detector.precision}+autocast_fp16" if autocast else detector.precision
+
+
+def score_images(
+    detector: LoadedDetector,
+    images: ImageBatch,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    cache: ScoreCache | None = None,
+    progress: bool = True,
+    image_sha256s: Sequence[str] | None = None,
+    autocast: bool | None = None,
+) -> np.ndarray:
+    """Scores (float64, higher = more fake) for ``images`` in order.
+
+    ``autocast`` defaults to fp16 autocast on CUDA for fp32 detectors whose spec tolerates it.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pil = as_pil_list(images)
+    if image_sha256s is not None and len(image_sha256s) != len(pil):
+        raise ValueError(f"got {len(image_sha256s)} image hashes for {len(pil)} images")
+    device = torch.device(device)
+    if autocast is None:
+        autocast = device.type == "cuda" and detector.spec.autocast_ok and detector.precision == "fp32"
+    scores = np.full(len(pil), np.nan, dtype=np.float64)
+    todo = list(range(len(pil)))
+    keys: list[CacheKey] = []
+    if cache is not None:
+        hashes = list(image_sha256s) if image_sha256s is not None else [image_sha256(im) for im in pil]
+        prefix = (detector.spec.id, effective_precision(detector, autocast), detector.checkpoint_sha256,
+                  detector.preprocess.sha256())
+        keys = [(h, *prefix) for h in hashes]
+        hits = cache.get_many(keys)
+        todo = [i for i, key in enumerate(keys) if key not in hits]
+        for i, key in enumerate(keys):
+            if key in hits:
+                scores[i] = hits[key]
+    module = detector.module
+    ctx = torch.autocast("cuda", dtype=torch.float16) if autocast else nullcontext()
+    bar = tqdm(total=len(todo), desc=f"score {detector.spec.id}", unit="img", disable=not progress or not todo)
+    with torch.inference_mode(), ctx, bar:
+        for start in range(0, len(todo), batch_size):
+            idx = todo[start : start + batch_size]
+            batch = detector.preprocess([pil[i] for i in idx]).to(device)
+            param = next(module.parameters(), None)
+            if param is not None and param.is_floating_point() and not autocast:
+                batch = batch.to(param.dtype)
+            out = module(batch).float().reshape(len(idx), -1)
+            if out.shape[1] != 1:
+                raise RuntimeError(f"{detector.spec.id} returned {out.shape[1]} values per image, expected 1")
+            scores[idx] = out[:, 0].cpu().numpy().astype(np.float64)
+            if cache is not None:
+                cache.put_many({keys[i]: scores[i] for i in idx})
+            bar.update(len(idx))
+    return scores

@@ -1,0 +1,76 @@
+"""UnivFD (Ojha et al., "Towards Universal Fake Image Detectors that Generalize Across
+Generative Models", CVPR 2023).
+
+Upstream: github.com/WisconsinAIVision/UniversalFakeDetect: ``models/clip_models.py``
+(``CLIPModel('ViT-L/14')``: ``fc = Linear(768, 1)`` on ``encode_image``), ``validate.py``.
+What we reproduce:
+
+* backbone: OpenAI CLIP ViT-L/14, frozen; the feature is ``encode_image(x)``, the projected
+  768-d embedding NOT L2-normalised, i.e. ``image_embeds`` of
+  ``transformers.CLIPVisionModelWithProjection`` (``openai/clip-vit-large-patch14``);
+* head: ``fc = Linear(768, 1)`` from ``pretrained_weights/fc_weights.pth``
+  (keys ``weight``/``bias``, loaded upstream with ``model.fc.load_state_dict``);
+* test preprocessing: ``CenterCrop(224)`` with NO resize (torchvision zero-pads smaller
+  images), ``ToTensor``, CLIP mean/std;
+* decision: ``sigmoid(logit) > 0.5`` -> score is the logit, threshold 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .clip_backbone import VIT_L14, build_tower
+from .preprocessing import CLIP_MEAN, CLIP_STD, PreprocessPolicy
+
+UPSTREAM_POLICY = PreprocessPolicy(
+    resize=None, crop=224, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD,
+    note="UnivFD validate.py: CenterCrop(224), ToTensor, Normalize(CLIP); no resize (interpolation unused)",
+)
+TINY_POLICY = PreprocessPolicy(
+    resize=None, crop=56, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD,
+    note="upstream centre crop without resize, scaled to the tiny tower's 56x56 input",
+)
+FULL_CONFIG: dict[str, object] = {**VIT_L14, "hidden_act": "quick_gelu"}
+TINY_CONFIG: dict[str, object] = {
+    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "image_size": 56, "patch_size": 8, "projection_dim": 16, "hidden_act": "quick_gelu",
+}
+
+
+class UnivFD(nn.Module):
+    """Frozen-by-default CLIP tower -> projected image embedding -> linear; (N, 1)."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(backbone.config.projection_dim, 1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(pixel_values=x).image_embeds
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.fc(feats)
+
+    def head_modules(self) -> list[nn.Module]:
+        return [self.fc]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def build(tiny: bool, backbone_dir: Path | None = None) -> UnivFD:
+    if tiny:
+        return UnivFD(build_tower(True, TINY_CONFIG))
+    return UnivFD(build_tower(True, FULL_CONFIG, backbone_dir))
+
+
+def load_upstream(module: UnivFD, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """``fc_weights.pth`` is ``fc.state_dict()``: keys ``weight`` and ``bias`` (``fc.`` tolerated)."""
+    head = {k.removeprefix("fc."): v for k, v in state_dict.items()}
+    if set(head) != {"weight", "bias"}:
+        raise KeyError(f"UnivFD fc_weights should hold weight and bias, found keys {sorted(state_dict)}")
+    module.fc.load_state_dict(head, strict=True)

@@ -1,0 +1,197 @@
+"""Paired, seed-locked generation into the store.
+
+Every precision of a generator gets the same prompts x seeds (same initial latents, scheduler, steps,
+guidance, size, init images), so per-image comparisons across precisions are paired. Images are written in
+fixed chunks aligned to the seed index: a chunk is regenerated whole (same batch composition, so bitwise the
+same pixels) only when one of its images is missing, and each image is written atomically. An interrupted
+run resumes; an identical rerun generates nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from quantfake.environment import package_versions
+from quantfake.loading import LoadedPipeline
+from quantfake.store import Store, atomic_write_bytes, atomic_write_json, config_hash, png_bytes, sha256_bytes
+
+PROMPTS: tuple[str, ...] = (
+    "a photograph of a red fox standing in fresh snow",
+    "a street market in the evening, people buying vegetables",
+    "close-up portrait of an old fisherman with a grey beard",
+    "a bowl of ramen on a wooden table, steam rising",
+    "a mountain lake at sunrise with reflections",
+    "a tabby cat sleeping on a windowsill",
+    "an old red bicycle leaning against a brick wall",
+    "a lighthouse on a rocky coast during a storm",
+    "a child flying a kite on a beach",
+    "a plate of fresh sushi, studio lighting",
+    "a foggy forest path in autumn",
+    "a vintage car parked on a city street at night",
+    "a golden retriever running through a meadow",
+    "a cup of coffee with latte art next to a book",
+    "a busy train station platform with commuters",
+    "a field of sunflowers under a blue sky",
+)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything that decides a set of images, apart from the weights and the precision."""
+
+    mode: str = "txt2img"
+    n_images: int = 16
+    seed_offset: int = 0
+    steps: int = 4
+    guidance: float = 7.5
+    size: int = 64
+    strength: float = 0.6
+    batch_size: int = 8
+    prompts: tuple[str, ...] = PROMPTS
+    init_hashes: tuple[str, ...] = ()  # img2img: SHA-256 of the init images (order matters)
+
+    def seeds(self) -> list[int]:
+        return [self.seed_offset + i for i in range(self.n_images)]
+
+    def prompt_for(self, seed: int) -> str:
+        return self.prompts[seed % len(self.prompts)]
+
+
+@dataclass
+class GeneratedImage:
+    """One image in the store with its identity."""
+
+    seed: int
+    path: Path
+    sha256: str
+    prompt: str
+
+    def open(self) -> Image.Image:
+        return Image.open(self.path).convert("RGB")
+
+    @property
+    def latent_path(self) -> Path:
+        return self.path.with_suffix(".latent.npy")
+
+
+@dataclass
+class GenerationResult:
+    """The images of one request in seed order, and how many had to be made."""
+
+    key: str
+    images: list[GeneratedImage]
+    generated: int
+    reused: int
+    seconds: float
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def request_key(loaded: LoadedPipeline, req: GenerationRequest) -> str:
+    """Store folder name: readable prefix for humans, hash of everything that determines the pixels."""
+    ident = {"model": loaded.model_key, "precision": loaded.precision.id, "device": loaded.device,
+             "text_encoders": loaded.components, **{k: v for k, v in asdict(req).items() if k != "n_images"}}
+    ident["prompts"] = list(req.prompts)
+    return f"{loaded.generator.id}-{loaded.precision.id}-{req.mode}-{config_hash(ident)}"
+
+
+def _chunks(seeds: list[int], batch: int, offset: int) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for s in seeds:
+        out.setdefault((s - offset) // batch, []).append(s)
+    return out
+
+
+def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
+             init_images: list[Image.Image] | None = None, progress: bool = True) -> GenerationResult:
+    """Make (or reuse) the images of ``req`` with ``loaded``; return them in seed order."""
+    if req.mode == "img2img" and not init_images:
+        raise ValueError("img2img needs init images (the real set provides them)")
+    key = request_key(loaded, req)
+    folder = store.image_dir(key)
+    seeds = req.seeds()
+    made, start = 0, time.perf_counter()
+    with store.lock(key):
+        todo = {c: s for c, s in _chunks(seeds, req.batch_size, req.seed_offset).items()
+                if any(not (folder / f"{x}.png").exists() for x in s)}
+        bar = tqdm(total=sum(len(s) for s in todo.values()), desc=f"generate {key[:40]}", unit="img",
+                   disable=not progress or not todo, leave=False)
+        for chunk, chunk_seeds in sorted(todo.items()):
+            full = [req.seed_offset + chunk * req.batch_size + i for i in range(req.batch_size)]
+            made += _run_chunk(loaded, req, store, folder, full, chunk_seeds, init_images)
+            bar.update(len(chunk_seeds))
+        bar.close()
+    images = [_read_entry(folder, s) for s in seeds]
+    manifest = {"key": key, "generator": loaded.generator.id, "precision": loaded.precision.id,
+                "request": asdict(req), "model": loaded.model_key, "device": loaded.device}
+    atomic_write_json(folder / "request.json", manifest)
+    return GenerationResult(key, images, made, len(seeds) - made, time.perf_counter() - start, manifest)
+
+
+def _run_chunk(loaded: LoadedPipeline, req: GenerationRequest, store: Store, folder: Path,
+               chunk_seeds: list[int], wanted: list[int], init_images: list[Image.Image] | None) -> int:
+    """Generate a whole chunk (fixed composition) and write the wanted, missing images atomically."""
+    pipe = loaded.for_mode(req.mode)
+    device = loaded.device
+    gens = [torch.Generator(device="cpu").manual_seed(s) for s in chunk_seeds]
+    kwargs: dict[str, Any] = dict(
+        prompt=[req.prompt_for(s) for s in chunk_seeds], num_inference_steps=req.steps,
+        guidance_scale=req.guidance, generator=gens, output_type="pil", **loaded.generator.call_kwargs,
+    )
+    if req.mode == "img2img":
+        kwargs.update(image=[init_images[s % len(init_images)].resize((req.size, req.size))
+                             for s in chunk_seeds], strength=req.strength)
+    else:
+        kwargs.update(height=req.size, width=req.size)
+    latents: dict[str, torch.Tensor] = {}
+
+    def keep_latents(_pipe: Any, _step: int, _t: Any, cb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        latents["last"] = cb["latents"]
+        return cb
+
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = pipe(**kwargs, callback_on_step_end=keep_latents, callback_on_step_end_tensor_inputs=["latents"])
+    per_image = (time.perf_counter() - start) / len(chunk_seeds)
+    final = latents["last"].float().cpu().numpy()
+    versions = package_versions()
+    written = 0
+    for i, seed in enumerate(chunk_seeds):
+        path = folder / f"{seed}.png"
+        if seed not in wanted or path.exists():
+            continue
+        data = png_bytes(out.images[i])
+        np_buf = _npy_bytes(final[i])
+        atomic_write_bytes(path.with_suffix(".latent.npy"), np_buf)
+        atomic_write_json(folder / f"{seed}.json", {
+            "seed": seed, "prompt": req.prompt_for(seed), "generator": loaded.generator.id,
+            "precision": loaded.precision.id, "mode": req.mode, "steps": req.steps, "guidance": req.guidance,
+            "size": req.size, "strength": req.strength if req.mode == "img2img" else None,
+            "init_sha256": (req.init_hashes[seed % len(req.init_hashes)] if req.init_hashes else None),
+            "model": loaded.model_key, "device": device, "seconds": per_image, "batch": chunk_seeds,
+            "sha256": sha256_bytes(data), "versions": versions,
+        })
+        atomic_write_bytes(path, data)  # the PNG last: its presence means the entry is complete
+        written += 1
+    return written
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _read_entry(folder: Path, seed: int) -> GeneratedImage:
+    meta = json.loads((folder / f"{seed}.json").read_text())
+    return GeneratedImage(seed, folder / f"{seed}.png", meta["sha256"], meta["prompt"])

@@ -1,0 +1,167 @@
+"""Generator registry: the single list of image generators quantfake knows.
+
+Every cell, CLI choice and doc table iterates :data:`GENERATORS`; nothing else lists ids.
+Full-size denoiser configs are copied from the public ``config.json`` of each hub repo so the
+``random`` profile can build the real architecture with no download.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from quantfake.errors import UnknownIdError
+
+MODES: tuple[str, ...] = ("txt2img", "img2img")
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """What quantfake needs to know to build, load and run one generator."""
+
+    id: str
+    name: str
+    hub_id: str
+    family: str  # "sd" (UNet, one CLIP), "sdxl" (UNet, two CLIPs), "sd3" (MMDiT, 2 CLIP + T5), "flux"
+    txt2img_class: str
+    img2img_class: str
+    denoiser: str  # pipeline component holding the denoiser ("unet" or "transformer")
+    denoiser_class: str
+    text_encoders: tuple[str, ...]
+    native_size: int
+    default_steps: int
+    default_guidance: float
+    scheduler_class: str
+    denoiser_config: dict[str, Any] = field(repr=False)
+    scheduler_config: dict[str, Any] = field(default_factory=dict, repr=False)
+    call_kwargs: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def pipeline_class_name(self, mode: str) -> str:
+        """The diffusers pipeline class for ``mode`` (txt2img or img2img)."""
+        check_mode(mode)
+        return self.txt2img_class if mode == "txt2img" else self.img2img_class
+
+
+_SD_UNET_DOWN = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+_SD_UNET_UP = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
+
+_SD15_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280), down_block_types=_SD_UNET_DOWN, up_block_types=_SD_UNET_UP,
+    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
+)
+_SD21_UNET = dict(
+    _SD15_UNET, sample_size=96, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
+    use_linear_projection=True,
+)
+_SDXL_UNET = dict(
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=2048, attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10),
+    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816, norm_num_groups=32,
+)
+_SD3_MEDIUM = dict(
+    sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24,
+    attention_head_dim=64, num_attention_heads=24, joint_attention_dim=4096,
+    caption_projection_dim=1536, pooled_projection_dim=2048, pos_embed_max_size=192,
+)
+_SD35_MEDIUM = dict(
+    _SD3_MEDIUM, pos_embed_max_size=384, qk_norm="rms_norm", dual_attention_layers=tuple(range(13)),
+)
+_SD35_LARGE = dict(
+    _SD3_MEDIUM, num_layers=38, num_attention_heads=38, caption_projection_dim=2432, qk_norm="rms_norm",
+)
+_FLUX_DEV = dict(
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+    axes_dims_rope=(16, 56, 56),
+)
+_FLUX_SCHNELL = dict(_FLUX_DEV, guidance_embeds=False)
+
+_SD3_SCHED = dict(num_train_timesteps=1000, shift=3.0)
+_FLUX_SCHED = dict(
+    num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+    base_image_seq_len=256, max_image_seq_len=4096,
+)
+_SD_SCHED = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+)
+
+
+def _sd(id_: str, name: str, hub: str, cfg: dict, size: int, scheduler: str, sched_cfg: dict) -> GeneratorSpec:
+    return GeneratorSpec(
+        id=id_, name=name, hub_id=hub, family="sd",
+        txt2img_class="StableDiffusionPipeline", img2img_class="StableDiffusionImg2ImgPipeline",
+        denoiser="unet", denoiser_class="UNet2DConditionModel", text_encoders=("text_encoder",),
+        native_size=size, default_steps=50, default_guidance=7.5, scheduler_class=scheduler,
+        denoiser_config=cfg, scheduler_config=sched_cfg,
+    )
+
+
+def _sd3(id_: str, name: str, hub: str, cfg: dict, steps: int, guidance: float) -> GeneratorSpec:
+    return GeneratorSpec(
+        id=id_, name=name, hub_id=hub, family="sd3",
+        txt2img_class="StableDiffusion3Pipeline", img2img_class="StableDiffusion3Img2ImgPipeline",
+        denoiser="transformer", denoiser_class="SD3Transformer2DModel",
+        text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"),
+        native_size=1024, default_steps=steps, default_guidance=guidance,
+        scheduler_class="FlowMatchEulerDiscreteScheduler", denoiser_config=cfg, scheduler_config=_SD3_SCHED,
+    )
+
+
+def _flux(id_: str, name: str, hub: str, cfg: dict, steps: int, guidance: float, seq: int) -> GeneratorSpec:
+    return GeneratorSpec(
+        id=id_, name=name, hub_id=hub, family="flux",
+        txt2img_class="FluxPipeline", img2img_class="FluxImg2ImgPipeline",
+        denoiser="transformer", denoiser_class="FluxTransformer2DModel",
+        text_encoders=("text_encoder", "text_encoder_2"),
+        native_size=1024, default_steps=steps, default_guidance=guidance,
+        scheduler_class="FlowMatchEulerDiscreteScheduler", denoiser_config=cfg, scheduler_config=_FLUX_SCHED,
+        call_kwargs={"max_sequence_length": seq},
+    )
+
+
+GENERATORS: dict[str, GeneratorSpec] = {
+    spec.id: spec
+    for spec in (
+        _sd("sd15", "Stable Diffusion 1.5", "stable-diffusion-v1-5/stable-diffusion-v1-5", _SD15_UNET, 512,
+            "PNDMScheduler", dict(_SD_SCHED, skip_prk_steps=True, steps_offset=1)),
+        _sd("sd21", "Stable Diffusion 2.1", "stabilityai/stable-diffusion-2-1", _SD21_UNET, 768,
+            "DDIMScheduler", dict(_SD_SCHED, prediction_type="v_prediction", steps_offset=1, clip_sample=False,
+                                  set_alpha_to_one=False)),
+        GeneratorSpec(
+            id="sdxl", name="Stable Diffusion XL 1.0", hub_id="stabilityai/stable-diffusion-xl-base-1.0",
+            family="sdxl", txt2img_class="StableDiffusionXLPipeline",
+            img2img_class="StableDiffusionXLImg2ImgPipeline", denoiser="unet",
+            denoiser_class="UNet2DConditionModel", text_encoders=("text_encoder", "text_encoder_2"),
+            native_size=1024, default_steps=50, default_guidance=5.0, scheduler_class="EulerDiscreteScheduler",
+            denoiser_config=_SDXL_UNET, scheduler_config=dict(_SD_SCHED, steps_offset=1, timestep_spacing="leading"),
+        ),
+        _sd3("sd3", "Stable Diffusion 3 Medium", "stabilityai/stable-diffusion-3-medium-diffusers",
+             _SD3_MEDIUM, 28, 7.0),
+        _sd3("sd35", "Stable Diffusion 3.5 Medium", "stabilityai/stable-diffusion-3.5-medium",
+             _SD35_MEDIUM, 40, 4.5),
+        _sd3("sd35l", "Stable Diffusion 3.5 Large", "stabilityai/stable-diffusion-3.5-large",
+             _SD35_LARGE, 28, 3.5),
+        _flux("flux", "FLUX.1 [dev]", "black-forest-labs/FLUX.1-dev", _FLUX_DEV, 50, 3.5, 512),
+        _flux("fluxs", "FLUX.1 [schnell]", "black-forest-labs/FLUX.1-schnell", _FLUX_SCHNELL, 4, 0.0, 256),
+    )
+}
+
+
+def get_generator(generator_id: str) -> GeneratorSpec:
+    """Look up a generator id, failing with the list of valid ids."""
+    try:
+        return GENERATORS[generator_id]
+    except KeyError:
+        raise UnknownIdError("generator", generator_id, GENERATORS) from None
+
+
+def check_mode(mode: str) -> str:
+    """Validate a generation mode id."""
+    if mode not in MODES:
+        raise UnknownIdError("mode", mode, MODES)
+    return mode

@@ -1,0 +1,200 @@
+"""One loader for every profile: tiny (our factory), random (full-size, no weights), pretrained (local weights).
+
+``tiny`` and ``pretrained`` share one code path (``from_pretrained`` on a folder), so CI exercises the loader
+that real weights go through. ``random`` builds only the full-size denoiser, straight on the target device,
+for latency / memory / FLOPs of the real shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from quantfake.errors import MissingWeightsError, UnknownIdError
+from quantfake.generators import GeneratorSpec, check_mode, get_generator
+from quantfake.precisions import (
+    PrecisionSpec,
+    check_components,
+    get_precision,
+    pipeline_quantization_config,
+    quantize_module_,
+    require_available,
+    verify,
+)
+from quantfake.environment import quiet_libraries
+from quantfake.store import Store
+
+PROFILES: tuple[str, ...] = ("tiny", "random", "pretrained")
+
+
+def check_profile(profile: str) -> str:
+    """Validate a profile id."""
+    if profile not in PROFILES:
+        raise UnknownIdError("profile", profile, PROFILES)
+    return profile
+
+
+@dataclass
+class LoadedPipeline:
+    """A loaded, quantized and verified pipeline plus everything that identifies its weights."""
+
+    generator: GeneratorSpec
+    precision: PrecisionSpec
+    profile: str
+    pipe: Any
+    source: str  # folder the weights came from
+    model_key: str  # stable id of the weights (used in image keys)
+    device: str
+    components: list[str]
+    load_seconds: float
+    verification: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _modes: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def for_mode(self, mode: str) -> Any:
+        """The pipeline for ``mode``; img2img shares every component with txt2img (``from_pipe``)."""
+        check_mode(mode)
+        if mode == "txt2img":
+            return self.pipe
+        if mode not in self._modes:
+            import diffusers
+
+            cls = getattr(diffusers, self.generator.img2img_class)
+            # Not ``from_pipe``: it casts every component to its torch_dtype (float32 by default), which
+            # would silently undo fp16/bf16/fp8 and break bitsandbytes modules. Share the modules as they are.
+            expected, optional = cls._get_signature_keys(cls)
+            parts = {k: v for k, v in self.pipe.components.items() if k in expected or k in optional}
+            self._modes[mode] = cls(**parts)
+            self._modes[mode].set_progress_bar_config(disable=True)
+        return self._modes[mode]
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return getattr(self.pipe, self.generator.denoiser)
+
+
+def resolve_device(device: str | None = None) -> str:
+    """``cuda`` when a GPU is visible (or as asked), else ``cpu``."""
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def components_to_quantize(spec: GeneratorSpec, text_encoders: bool = False) -> list[str]:
+    """The denoiser, plus the text encoders when asked."""
+    return [spec.denoiser, *(spec.text_encoders if text_encoders else ())]
+
+
+def find_pretrained(spec: GeneratorSpec, model_root: Path | None = None) -> Path:
+    """Locate real weights for ``spec``: ``--model-root`` first, then the local Hugging Face cache.
+
+    Never downloads; raises :class:`MissingWeightsError` listing every path searched.
+    """
+    searched: list[Path] = []
+    if model_root:
+        root = Path(model_root)
+        for candidate in (root / spec.hub_id, root / spec.hub_id.split("/")[-1], root / spec.id):
+            searched.append(candidate)
+            if (candidate / "model_index.json").exists():
+                return candidate
+    try:
+        from huggingface_hub import constants, snapshot_download
+
+        cache = Path(constants.HF_HUB_CACHE) / f"models--{spec.hub_id.replace('/', '--')}"
+        searched.append(cache)
+        return Path(snapshot_download(spec.hub_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure of a cache lookup means "not here"
+        pass
+    raise MissingWeightsError(
+        f"generator {spec.id!r} ({spec.hub_id})", searched,
+        hint=f"Put a diffusers folder (with model_index.json) at {Path(model_root or '<model-root>') / spec.hub_id}"
+        " and pass --model-root, or populate the Hugging Face cache on this machine.",
+    )
+
+
+def load_pipeline(generator: str, precision: str, profile: str = "tiny", *, device: str | None = None,
+                  store: Store | None = None, model_root: Path | None = None,
+                  quantize_text_encoders: bool = False) -> LoadedPipeline:
+    """Load ``generator`` at ``precision`` for ``profile``, quantize it and prove the quantization took."""
+    gen, prec = get_generator(generator), get_precision(precision)
+    check_profile(profile)
+    if profile == "random":
+        raise ValueError("the random profile has no full pipeline (no text encoder weights); use load_denoiser")
+    device = resolve_device(device)
+    require_available(prec, device)
+    store = store or Store()
+    if profile == "tiny":
+        from quantfake.tiny import ensure_tiny_pipeline
+
+        folder = ensure_tiny_pipeline(generator, store.models_dir)
+        model_key = f"tiny:{folder.name}"
+    else:
+        folder = find_pretrained(gen, model_root)
+        model_key = f"pretrained:{gen.hub_id}@{folder.name}"
+    comps = components_to_quantize(gen, quantize_text_encoders)
+    start = time.perf_counter()
+    pipe = _from_folder(gen, prec, folder, comps, device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    pipe.set_progress_bar_config(disable=True)
+    report = verify(pipe, prec, comps)
+    return LoadedPipeline(gen, prec, profile, pipe, str(folder), model_key, device, comps, seconds, report)
+
+
+def _from_folder(gen: GeneratorSpec, prec: PrecisionSpec, folder: Path, comps: list[str], device: str) -> Any:
+    import diffusers
+
+    quiet_libraries()
+    cls = getattr(diffusers, gen.txt2img_class)
+    check_components(cls, comps)
+    offline = {"local_files_only": True}
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if device.startswith("cuda") and prec.kind in ("bnb", "torchao"):
+        # diffusers' own quantize-at-load: weights never exist unquantized on the GPU
+        qcfg = pipeline_quantization_config(prec, comps)
+        pipe = cls.from_pretrained(folder, quantization_config=qcfg, torch_dtype=prec.torch_dtype, **offline)
+        return pipe.to(device)
+    if prec.kind in ("dtype", "layerwise"):
+        pipe = cls.from_pretrained(folder, torch_dtype=prec.torch_dtype, **offline).to(device)
+        if prec.kind == "layerwise":
+            for name in comps:
+                quantize_module_(getattr(pipe, name), prec, device)
+        return pipe
+    # CPU bitsandbytes / torchao, and PTQ anywhere: the same modules, swapped in by us
+    pipe = cls.from_pretrained(folder, torch_dtype=prec.torch_dtype, **offline).to(device)
+    for name in comps:
+        setattr(pipe, name, quantize_module_(getattr(pipe, name), prec, device))
+    return pipe
+
+
+def load_denoiser(generator: str, precision: str, *, device: str | None = None,
+                  dtype_build: torch.dtype | None = None) -> tuple[torch.nn.Module, float]:
+    """Build the full-size denoiser of ``generator`` with random weights on ``device`` and quantize it.
+
+    Built directly on the device (no CPU copy, no init kernels beyond one pass), so a 12B Flux takes
+    seconds. Returns the module and the seconds it took.
+    """
+    import diffusers
+
+    gen, prec = get_generator(generator), get_precision(precision)
+    device = resolve_device(device)
+    require_available(prec, device)
+    cls = getattr(diffusers, gen.denoiser_class)
+    start = time.perf_counter()
+    build_dtype = dtype_build or (prec.torch_dtype if prec.kind == "dtype" else torch.bfloat16)
+    with torch.device(device):
+        prev = torch.get_default_dtype()
+        torch.set_default_dtype(build_dtype)
+        try:
+            model = cls.from_config(dict(gen.denoiser_config))
+        finally:
+            torch.set_default_dtype(prev)
+    model = quantize_module_(model.eval(), prec, device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return model, time.perf_counter() - start

@@ -1,0 +1,321 @@
+"""Precision registry: how a generator's weights are stored and computed.
+
+Naming is truthful: ``int8`` is bitsandbytes LLM.int8 (the student study this project grew from called it
+"fp8"); ``fp8`` is real float8 e4m3 weight storage (diffusers layerwise casting, bf16 compute).
+torchao backends and the low-bit post-training (simulated) quantizers have ids of their own.
+
+Two application paths, one set of modules:
+* CUDA + weights on disk: diffusers' own quantize-at-load (``PipelineQuantizationConfig``), memory-efficient
+  for 12B models.
+* Otherwise (CPU, or modules built in memory for the ``random`` profile): :func:`quantize_module_` swaps in the
+  same bitsandbytes / torchao modules itself, so CI exercises every precision's arithmetic on CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from quantfake.errors import PrecisionUnavailable, QuantizationNotApplied, UnknownIdError
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    """One precision id and everything needed to apply and check it."""
+
+    id: str
+    description: str
+    kind: str  # "dtype" | "layerwise" | "bnb" | "torchao" | "ptq"
+    torch_dtype: torch.dtype  # dtype of everything not quantized, and the compute dtype
+    is_reference: bool = False
+    requires_cuda: bool = False
+    min_compute_capability: tuple[int, int] | None = None
+    bnb_kwargs: dict[str, Any] = field(default_factory=dict, repr=False)
+    torchao_config: str | None = None
+    ptq_bits: int | None = None
+    ptq_act_bits: int | None = None
+    study_name: str | None = None  # what the student study called it, where that differs
+
+    @property
+    def quantizes(self) -> bool:
+        """True when modules are replaced or re-stored (not a plain dtype cast)."""
+        return self.kind != "dtype"
+
+    @property
+    def diffusers_backend(self) -> str | None:
+        """The ``quant_backend`` name diffusers' ``PipelineQuantizationConfig`` uses, if any."""
+        if self.kind == "bnb":
+            return "bitsandbytes_4bit" if self.bnb_kwargs.get("load_in_4bit") else "bitsandbytes_8bit"
+        if self.kind == "torchao":
+            return "torchao"
+        return None
+
+
+def _bnb4(qt: str) -> dict[str, Any]:
+    return {"load_in_4bit": True, "bnb_4bit_quant_type": qt, "bnb_4bit_compute_dtype": torch.bfloat16}
+
+
+PRECISIONS: dict[str, PrecisionSpec] = {
+    p.id: p
+    for p in (
+        PrecisionSpec("fp32", "float32 weights and compute (reference)", "dtype", torch.float32, is_reference=True),
+        PrecisionSpec("fp16", "float16 weights and compute", "dtype", torch.float16),
+        PrecisionSpec("bf16", "bfloat16 weights and compute", "dtype", torch.bfloat16),
+        PrecisionSpec("fp8", "float8 e4m3 weight storage, bf16 compute (diffusers layerwise casting)",
+                      "layerwise", torch.bfloat16),
+        PrecisionSpec("int8", "bitsandbytes LLM.int8 (8-bit integer weights, fp16 outlier path)", "bnb",
+                      torch.bfloat16, bnb_kwargs={"load_in_8bit": True}, study_name="fp8"),
+        PrecisionSpec("nf4", "bitsandbytes 4-bit NormalFloat weights, bf16 compute", "bnb", torch.bfloat16,
+                      bnb_kwargs=_bnb4("nf4"), study_name="nf4"),
+        PrecisionSpec("fp4", "bitsandbytes 4-bit float weights, bf16 compute", "bnb", torch.bfloat16,
+                      bnb_kwargs=_bnb4("fp4"), study_name="fp4"),
+        PrecisionSpec("fp8dq", "torchao float8 dynamic activation + float8 weight (e4m3)", "torchao",
+                      torch.bfloat16, requires_cuda=True, min_compute_capability=(8, 9),
+                      torchao_config="Float8DynamicActivationFloat8WeightConfig"),
+        PrecisionSpec("int8wo", "torchao int8 weight-only", "torchao", torch.bfloat16,
+                      torchao_config="Int8WeightOnlyConfig"),
+        PrecisionSpec("int8dq", "torchao int8 dynamic activation + int8 weight", "torchao", torch.bfloat16,
+                      torchao_config="Int8DynamicActivationInt8WeightConfig"),
+        PrecisionSpec("w8", "8-bit per-channel uniform weight PTQ (simulated), fp32 compute", "ptq",
+                      torch.float32, ptq_bits=8),
+        PrecisionSpec("w4", "4-bit per-channel uniform weight PTQ (simulated), fp32 compute", "ptq",
+                      torch.float32, ptq_bits=4),
+        PrecisionSpec("w2", "2-bit per-channel uniform weight PTQ (simulated), fp32 compute", "ptq",
+                      torch.float32, ptq_bits=2),
+        PrecisionSpec("w4a8", "4-bit weight PTQ + dynamic 8-bit activations (simulated)", "ptq",
+                      torch.float32, ptq_bits=4, ptq_act_bits=8),
+    )
+}
+
+#: Precisions run by default (the brief's core set); torchao and PTQ ids are opt-in via ``--precisions``.
+DEFAULT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "fp8", "int8", "nf4", "fp4")
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def get_precision(precision_id: str) -> PrecisionSpec:
+    """Look up a precision id, failing with the list of valid ids."""
+    try:
+        return PRECISIONS[precision_id]
+    except KeyError:
+        raise UnknownIdError("precision", precision_id, PRECISIONS) from None
+
+
+def reference_precision(available: list[str] | tuple[str, ...]) -> str:
+    """The precision others are compared against: fp32 where present, else the widest available."""
+    for candidate in ("fp32", "bf16", "fp16"):
+        if candidate in available:
+            return candidate
+    return available[0]
+
+
+def unavailable_reason(spec: PrecisionSpec, device: torch.device | str) -> str | None:
+    """Why this machine cannot run ``spec`` (None when it can)."""
+    device = torch.device(device)
+    if spec.requires_cuda and device.type != "cuda":
+        return f"{spec.id} needs a CUDA GPU (device is {device})"
+    if spec.min_compute_capability and device.type == "cuda":
+        cc = torch.cuda.get_device_capability(device)
+        if cc < spec.min_compute_capability:
+            need = ".".join(map(str, spec.min_compute_capability))
+            return f"{spec.id} needs compute capability >= {need}; this GPU has {cc[0]}.{cc[1]}"
+    for module in _required_modules(spec):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{spec.id} needs the Python package {module!r} (pip install 'quantfake[gpu]')"
+    return None
+
+
+def _required_modules(spec: PrecisionSpec) -> tuple[str, ...]:
+    return {"bnb": ("bitsandbytes",), "torchao": ("torchao",)}.get(spec.kind, ())
+
+
+def require_available(spec: PrecisionSpec, device: torch.device | str) -> None:
+    """Raise :class:`PrecisionUnavailable` with the reason when ``spec`` cannot run on ``device``."""
+    reason = unavailable_reason(spec, device)
+    if reason:
+        raise PrecisionUnavailable(reason)
+
+
+# --------------------------------------------------------------------------------------------------
+# diffusers' quantize-at-load path (CUDA)
+
+
+def pipeline_quantization_config(spec: PrecisionSpec, components: list[str]) -> Any | None:
+    """A diffusers ``PipelineQuantizationConfig`` for ``components``, or None for non-quantizing precisions."""
+    if spec.kind not in ("bnb", "torchao"):
+        return None
+    from diffusers.quantizers import PipelineQuantizationConfig
+
+    if spec.kind == "bnb":
+        return PipelineQuantizationConfig(
+            quant_backend=spec.diffusers_backend, quant_kwargs=dict(spec.bnb_kwargs),
+            components_to_quantize=list(components),
+        )
+    from diffusers import TorchAoConfig
+
+    return PipelineQuantizationConfig(
+        quant_mapping={c: TorchAoConfig(_torchao_config(spec)) for c in components}
+    )
+
+
+def _torchao_config(spec: PrecisionSpec) -> Any:
+    import torchao.quantization as tq
+
+    return getattr(tq, spec.torchao_config)()
+
+
+# --------------------------------------------------------------------------------------------------
+# in-memory path: same modules, applied by us
+
+
+def quantize_module_(module: nn.Module, spec: PrecisionSpec, device: torch.device | str = "cpu") -> nn.Module:
+    """Apply ``spec`` to ``module`` in place and move it to ``device``.
+
+    The bitsandbytes path mirrors diffusers' ``replace_with_bnb_linear``: every ``nn.Linear`` except the
+    model's ``_keep_in_fp32_modules`` becomes ``Linear8bitLt`` / ``Linear4bit``, quantized on the move to
+    ``device`` (bitsandbytes >= 0.45 quantizes on CPU too).
+    """
+    device = torch.device(device)
+    require_available(spec, device)
+    if spec.kind == "dtype":
+        return module.to(device=device, dtype=spec.torch_dtype)
+    if spec.kind == "layerwise":
+        module.to(device=device, dtype=spec.torch_dtype)
+        module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=spec.torch_dtype)
+        return module
+    if spec.kind == "bnb":
+        module.to(dtype=spec.torch_dtype)
+        _replace_with_bnb(module, spec, skip=tuple(getattr(module, "_keep_in_fp32_modules", None) or ()))
+        return module.to(device)
+    if spec.kind == "torchao":
+        from torchao.quantization import quantize_
+
+        module.to(device=device, dtype=spec.torch_dtype)
+        quantize_(module, _torchao_config(spec))
+        return module
+    if spec.kind == "ptq":
+        from quantfake.ptq import MSECalibrator, quantize_weights_
+
+        module.to(device=device, dtype=spec.torch_dtype)
+        quantize_weights_(module, spec.ptq_bits, MSECalibrator(), act_bits=spec.ptq_act_bits)
+        return module
+    raise AssertionError(f"unhandled precision kind {spec.kind!r}")
+
+
+def _replace_with_bnb(module: nn.Module, spec: PrecisionSpec, skip: tuple[str, ...], prefix: str = "") -> None:
+    import bitsandbytes as bnb
+
+    for name, child in list(module.named_children()):
+        full = f"{prefix}.{name}" if prefix else name
+        if any(full == s or full.startswith(s + ".") or name == s for s in skip):
+            continue
+        if isinstance(child, nn.Linear):
+            setattr(module, name, _bnb_linear(bnb, child, spec))
+        else:
+            _replace_with_bnb(child, spec, skip, full)
+
+
+def _bnb_linear(bnb: Any, linear: nn.Linear, spec: PrecisionSpec) -> nn.Module:
+    has_bias = linear.bias is not None
+    weight = linear.weight.data
+    if spec.bnb_kwargs.get("load_in_8bit"):
+        new = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=has_bias,
+                                  has_fp16_weights=False, threshold=6.0, device=weight.device)
+        new.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+    else:
+        qt = spec.bnb_kwargs["bnb_4bit_quant_type"]
+        new = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=has_bias, quant_type=qt,
+                                compute_dtype=spec.bnb_kwargs["bnb_4bit_compute_dtype"], device=weight.device)
+        new.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type=qt)
+    if has_bias:
+        new.bias = nn.Parameter(linear.bias.data, requires_grad=False)
+    if weight.device.type != "meta":
+        new = new.to(weight.device)  # bitsandbytes quantizes on .to(); same-device moves quantize too
+    return new
+
+
+# --------------------------------------------------------------------------------------------------
+# verification
+
+
+def _is_quantized_module(module: nn.Module, spec: PrecisionSpec) -> bool:
+    """Whether ``module`` carries ``spec``'s quantization in its own (non-recursive) weights."""
+    if spec.kind == "bnb":
+        import bitsandbytes as bnb
+
+        if spec.bnb_kwargs.get("load_in_8bit"):
+            return isinstance(module, bnb.nn.Linear8bitLt) and module.weight.dtype == torch.int8
+        return isinstance(module, bnb.nn.Linear4bit) and getattr(module.weight, "bnb_quantized", False)
+    own = list(module.parameters(recurse=False))
+    if spec.kind == "layerwise":
+        return any(p.dtype == torch.float8_e4m3fn for p in own)
+    if spec.kind == "torchao":
+        return any(type(p.data) not in (torch.Tensor, nn.Parameter) for p in own)
+    if spec.kind == "ptq":
+        return getattr(module, "quantfake_ptq", None) is not None
+    return False
+
+
+def describe_component(module: nn.Module, spec: PrecisionSpec) -> dict[str, Any]:
+    """Module classes, parameter dtypes, weight bytes and the number of quantized modules of one component."""
+    from quantfake.efficiency import weights_bytes
+
+    classes: dict[str, int] = {}
+    quantized = 0
+    for sub in module.modules():
+        if next(sub.parameters(recurse=False), None) is None:
+            continue
+        classes[type(sub).__name__] = classes.get(type(sub).__name__, 0) + 1
+        quantized += _is_quantized_module(sub, spec)
+    dtypes: dict[str, int] = {}
+    for p in module.parameters():
+        key = str(p.dtype).replace("torch.", "")
+        dtypes[key] = dtypes.get(key, 0) + p.numel()
+    return {"class": type(module).__name__, "module_classes": classes, "param_dtypes": dtypes,
+            "weights_bytes": weights_bytes(module), "quantized_modules": quantized}
+
+
+def verify(pipe: Any, spec: PrecisionSpec, components: list[str]) -> dict[str, dict[str, Any]]:
+    """Prove ``spec`` took effect on each requested component of ``pipe``; raise if one was left alone.
+
+    diffusers silently ignores component names a pipeline lacks (diffusers issue 11745); this does not.
+    """
+    available = {k: v for k, v in pipe.components.items() if isinstance(v, nn.Module)}
+    missing = [c for c in components if c not in available]
+    if missing:
+        raise QuantizationNotApplied(
+            f"{spec.id}: component(s) {missing} not in {type(pipe).__name__}; it has {sorted(available)}")
+    report = {name: describe_component(mod, spec) for name, mod in available.items()}
+    for name in components:
+        info = report[name]
+        if spec.quantizes and info["quantized_modules"] == 0:
+            raise QuantizationNotApplied(
+                f"{spec.id}: component {name!r} has no quantized module (classes: {info['module_classes']})")
+        if not spec.quantizes:
+            wanted = str(spec.torch_dtype).replace("torch.", "")
+            floats = {d: n for d, n in info["param_dtypes"].items() if d.startswith(("float", "bfloat"))}
+            if set(floats) != {wanted}:
+                raise QuantizationNotApplied(f"{spec.id}: component {name!r} holds dtypes {floats}, wanted {wanted}")
+    return report
+
+
+def check_components(pipeline_cls: type, components: list[str]) -> None:
+    """Fail early when a component to quantize is not part of ``pipeline_cls`` (no silent no-op)."""
+    expected, _ = pipeline_cls._get_signature_keys(pipeline_cls)
+    bad = [c for c in components if c not in expected]
+    if bad:
+        raise QuantizationNotApplied(
+            f"component(s) {bad} are not part of {pipeline_cls.__name__}; its components: {sorted(expected)}")
+
+
+def dtype_from_name(name: str) -> torch.dtype:
+    """``"bfloat16"`` -> ``torch.bfloat16``, with a clear error."""
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise UnknownIdError("dtype", name, _DTYPES) from None

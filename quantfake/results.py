@@ -1,0 +1,276 @@
+"""Run records: one JSON per benchmark run, appended to a history folder.
+
+Cells can be produced by several pytest-xdist workers at once.  Each worker
+writes one JSON file per cell into ``<history>/.partial/<run_id>/`` (atomic
+tmp-file + ``os.replace``), and the controller calls :meth:`RunRecorder.finalize`
+to merge them into ``<history>/<run_id>.json``.  Run ids start with a UTC
+timestamp, so sorting file names sorts runs by time.
+
+The record schema (``schema: 1``) is read by the report writers; keep the key
+names stable.  Non-finite floats (NaN, inf) are stored as ``null`` so the files
+are strict JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "CellResult",
+    "RunRecorder",
+    "new_run_id",
+    "collect_environment",
+    "list_runs",
+    "load_run",
+    "write_json_atomic",
+    "jsonable",
+    "cells_by_id",
+    "iter_cells",
+]
+
+SCHEMA_VERSION = 1
+STATUSES: tuple[str, ...] = ("passed", "failed", "error", "skipped")
+RUN_ALIASES: tuple[str, ...] = ("latest", "previous")
+_RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+
+
+def jsonable(value: Any) -> Any:
+    """Plain-JSON copy: numpy scalars/arrays to Python, tuples to lists, NaN/inf to None."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy scalar or array
+        return jsonable(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write JSON to a temp file in the same folder, fsync, then ``os.replace`` it into place."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(jsonable(data), fh, indent=2, sort_keys=False, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+@dataclass
+class CellResult:
+    """One benchmark cell (e.g. generator x precision x mode x detector) and its numbers.
+
+    ``ci95`` maps metric -> [lo, hi]; ``se`` maps metric -> bootstrap standard
+    error (used by the regression test in :mod:`quantfake.baselines`);
+    ``paired`` holds :func:`quantfake.stats.paired_shift` output plus
+    ``reference_precision``, or None when there is no reference.
+    """
+
+    cell_id: str
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+    status: str = "passed"
+    message: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    ci95: dict[str, list[float]] = field(default_factory=dict)
+    se: dict[str, float] = field(default_factory=dict)
+    n: dict[str, int] = field(default_factory=dict)
+    paired: dict[str, Any] | None = None
+    scores: dict[str, list[float]] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.cell_id:
+            raise ValueError("cell_id must be a non-empty string")
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}; accepted: {list(STATUSES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Strict-JSON dict in the record schema's key order."""
+        return jsonable({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CellResult:
+        """Inverse of :meth:`to_dict`; unknown keys go to ``extra['unknown_keys']`` rather than vanish."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        unknown = {k: v for k, v in data.items() if k not in known}
+        cell = cls(**kwargs)
+        # JSON stores NaN as null; bring it back so arithmetic on metrics stays float.
+        cell.metrics = {k: (math.nan if v is None else float(v)) for k, v in cell.metrics.items()}
+        cell.se = {k: (math.nan if v is None else float(v)) for k, v in cell.se.items()}
+        cell.ci95 = {k: [math.nan if x is None else float(x) for x in v] for k, v in cell.ci95.items()}
+        if unknown:
+            cell.extra = {**cell.extra, "unknown_keys": unknown}
+        return cell
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """``<UTC yyyymmddThhmmssZ>-<8 hex>``: sortable by time, unique across workers."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def collect_environment() -> dict[str, Any]:
+    """Versions and hardware that a number depends on (schema keys guaranteed, unknowns None).
+
+    Delegates to :func:`quantfake.environment.collect_environment` so the run
+    record and other artefacts describe the machine the same way.
+    """
+    from quantfake.environment import collect_environment as _collect
+
+    env = dict(_collect())
+    for key in ("python", "platform", "packages", "torch", "cuda", "gpu", "git_revision", "hostname"):
+        env.setdefault(key, None)
+    if not env.get("gpu"):
+        env["cuda"] = None  # the schema records CUDA only where a GPU was used
+    return env
+
+
+def _cell_filename(cell_id: str) -> str:
+    """Readable but filesystem-safe, with a hash so distinct ids never collide."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", cell_id)[:120]
+    return f"{safe}-{hashlib.sha1(cell_id.encode()).hexdigest()[:8]}.json"
+
+
+class RunRecorder:
+    """Collects cells of one run (from one or many processes) and writes the run record.
+
+    Every process of a run must use the same ``run_id`` (the controller creates
+    it and hands it to workers).  A cell added twice keeps the last version.
+    """
+
+    def __init__(
+        self,
+        history_dir: str | os.PathLike[str],
+        profile: str,
+        options: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.history_dir = Path(history_dir)
+        self.profile = profile
+        self.options = dict(options or {})
+        self.run_id = run_id or new_run_id()
+        if not _RUN_ID_RE.match(self.run_id):
+            raise ValueError(f"run_id {self.run_id!r} is not of the form yyyymmddThhmmssZ-<8 hex>")
+        self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    @property
+    def partial_dir(self) -> Path:
+        return self.history_dir / ".partial" / self.run_id
+
+    @property
+    def record_path(self) -> Path:
+        return self.history_dir / f"{self.run_id}.json"
+
+    def add(self, cell: CellResult | Mapping[str, Any]) -> Path:
+        """Write one cell atomically; safe to call from several processes."""
+        cell = cell if isinstance(cell, CellResult) else CellResult.from_dict(cell)
+        return write_json_atomic(self.partial_dir / "cells" / _cell_filename(cell.cell_id), cell.to_dict())
+
+    def cells(self) -> list[CellResult]:
+        """Cells written so far, sorted by ``cell_id``."""
+        folder = self.partial_dir / "cells"
+        if not folder.is_dir():
+            return []
+        cells = [CellResult.from_dict(json.loads(p.read_text("utf-8"))) for p in folder.glob("*.json")]
+        return sorted(cells, key=lambda c: c.cell_id)
+
+    def finalize(
+        self,
+        environment: Mapping[str, Any] | None = None,
+        benchmark_json: str | os.PathLike[str] | None = None,
+        keep_partial: bool = False,
+    ) -> Path:
+        """Merge the cell files into ``history/<run_id>.json`` (atomic, under a file lock)."""
+        self.history_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.history_dir / ".history.lock")):
+            record = {
+                "schema": SCHEMA_VERSION,
+                "run_id": self.run_id,
+                "created": self.created,
+                "profile": self.profile,
+                "options": self.options,
+                "environment": dict(environment) if environment is not None else collect_environment(),
+                "cells": [c.to_dict() for c in self.cells()],
+                "benchmark_json": str(benchmark_json) if benchmark_json else None,
+            }
+            path = write_json_atomic(self.record_path, record)
+            if not keep_partial:
+                shutil.rmtree(self.partial_dir, ignore_errors=True)
+        return path
+
+
+def list_runs(history_dir: str | os.PathLike[str]) -> list[Path]:
+    """Run records in ``history_dir``, oldest first."""
+    folder = Path(history_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.json") if _RUN_ID_RE.match(p.stem))
+
+
+def load_run(path_or_alias: str | os.PathLike[str], history_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Load a run record from a file path, a run id, or ``latest`` / ``previous`` in ``history_dir``."""
+    ref = str(path_or_alias)
+    if ref in RUN_ALIASES:
+        if history_dir is None:
+            raise ValueError(f"alias {ref!r} needs history_dir")
+        runs = list_runs(history_dir)
+        need = 1 if ref == "latest" else 2
+        if len(runs) < need:
+            raise FileNotFoundError(f"{ref!r} needs {need} run(s) in {history_dir}, found {len(runs)}")
+        path = runs[-need]
+    else:
+        path = Path(ref)
+        if not path.is_file() and history_dir is not None:
+            candidate = Path(history_dir) / (ref if ref.endswith(".json") else f"{ref}.json")
+            path = candidate if candidate.is_file() else path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no run record {ref!r}; accepted: a file path, a run id in {history_dir}, or {list(RUN_ALIASES)}"
+            )
+    record = json.loads(path.read_text("utf-8"))
+    if record.get("schema") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: unsupported schema {record.get('schema')!r}; accepted: {SCHEMA_VERSION}")
+    record.setdefault("_path", str(path))
+    return record
+
+
+def cells_by_id(record: Mapping[str, Any]) -> dict[str, CellResult]:
+    """``{cell_id: CellResult}`` of a loaded run record."""
+    return {c["cell_id"]: CellResult.from_dict(c) for c in record.get("cells", [])}
+
+
+def iter_cells(records: Iterable[Mapping[str, Any]]) -> Iterable[CellResult]:
+    """All cells of several run records, in order."""
+    for record in records:
+        yield from cells_by_id(record).values()
