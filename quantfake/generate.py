@@ -9,6 +9,7 @@ run resumes; an identical rerun generates nothing.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -149,8 +150,8 @@ def _run_chunk(loaded: LoadedPipeline, req: GenerationRequest, store: Store, fol
     if req.mode == "img2img":
         kwargs.update(image=[init_images[s % len(init_images)].resize((req.size, req.size))
                              for s in chunk_seeds], strength=req.strength)
-    else:
-        kwargs.update(height=req.size, width=req.size)
+    if req.mode == "txt2img" or "height" in inspect.signature(pipe.__call__).parameters:
+        kwargs.update(height=req.size, width=req.size)  # Flux img2img would otherwise use its default size
     latents: dict[str, torch.Tensor] = {}
 
     def keep_latents(_pipe: Any, _step: int, _t: Any, cb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

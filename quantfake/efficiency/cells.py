@@ -1,0 +1,447 @@
+"""Efficiency cells: latency, memory, weight bytes, FLOPs and roofline of one generator x precision (or detector).
+
+Library logic behind ``bench/test_efficiency.py`` (no pytest here). A *step* is one denoiser forward at the
+batch the pipeline really runs (classifier-free guidance doubles it for SD/SDXL/SD3; Flux-dev embeds its
+guidance, one row per image), fed dummy inputs of the real shapes. FLOPs are counted once on a ``meta``-device
+twin of the architecture (no memory, no kernels) and reused for every precision: bitsandbytes / torchao
+kernels are invisible to ``FlopCounterMode``, and the *useful* work of a step does not change with how its
+weights are stored. Every measurement that can run out of memory goes through :func:`oom_guarded`, so one
+cell's OOM is recorded and the session goes on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from quantfake.efficiency.devices import GIB, DeviceLike, as_device, synchronize
+from quantfake.efficiency.flops import achieved_tflops, count_flops, measure_matmul_peak_tflops, roofline_fraction
+from quantfake.efficiency.memory import PeakMemory, peak_memory
+from quantfake.efficiency.oom import free_cached_memory, is_oom
+from quantfake.efficiency.overhead import compare_overhead
+from quantfake.efficiency.timing import time_callable
+from quantfake.efficiency.weights import component_weights_bytes, weights_bytes
+from quantfake.generators import GeneratorSpec, get_generator
+
+#: Pixel -> latent downsampling: real SD/SDXL/SD3/Flux VAEs have 4 stages (factor 8), the tiny VAE 2 (factor 2).
+REAL_VAE_FACTOR = 8
+TINY_VAE_FACTOR = 2
+CLIP_SEQUENCE_LENGTH = 77
+SD3_T5_SEQUENCE_LENGTH = 256  # StableDiffusion3Pipeline's default max_sequence_length
+FLUX_T5_SEQUENCE_LENGTH = 512  # FluxPipeline's default; the registry's call_kwargs override it (schnell: 256)
+DENOISE_TIMESTEP = 999.0  # first step of a schedule; the cost of a step does not depend on it
+#: Detectors without a fixed input size (R50 no-down, TrueFake R50) run at the image's own resolution;
+#: the full-size cell uses 512x512, the output size of SD1.5, the smallest generator here.
+FULL_RES_DETECTOR_SIZE = 512
+TINY_DETECTOR_SIZE = 64  # the tiny world's images are 64x64
+DETECTOR_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DETECTOR_BATCHES: tuple[int, ...] = (1, 64)
+
+
+# --------------------------------------------------------------------------------------------------
+# the cell grid
+
+
+@dataclass(frozen=True)
+class EfficiencyCell:
+    """One generator x precision (x compiled or eager) efficiency measurement."""
+
+    generator: str
+    precision: str
+    compile: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"effic-{self.generator}-{self.precision}" + ("-compile" if self.compile else "")
+
+
+@dataclass(frozen=True)
+class DetectorEfficiencyCell:
+    """One detector x compute dtype x batch size throughput measurement."""
+
+    detector: str
+    dtype: str
+    batch: int
+
+    @property
+    def id(self) -> str:
+        return f"effic-det-{self.detector}-{self.dtype}-b{self.batch}"
+
+
+def efficiency_cells(generators: tuple[str, ...] | list[str], precisions: tuple[str, ...] | list[str],
+                     compile_modes: tuple[bool, ...] | list[bool] = (False,)) -> list[EfficiencyCell]:
+    """Every generator x precision x compile mode, generators outermost (so one model family stays warm)."""
+    from quantfake.precisions import get_precision
+
+    for p in precisions:
+        get_precision(p)  # unknown ids fail here, listing the valid ones
+    return [EfficiencyCell(get_generator(g).id, p, c) for g in generators for p in precisions for c in compile_modes]
+
+
+def detector_cells(detectors: tuple[str, ...] | list[str], dtypes: tuple[str, ...] | list[str] = tuple(DETECTOR_DTYPES),
+                   batches: tuple[int, ...] | list[int] = DETECTOR_BATCHES) -> list[DetectorEfficiencyCell]:
+    """Every detector x dtype x batch size."""
+    from quantfake.detectors import get_detector
+
+    for d in dtypes:
+        detector_dtype(d)
+    return [DetectorEfficiencyCell(get_detector(d).id, t, b) for d in detectors for t in dtypes for b in batches]
+
+
+def detector_dtype(name: str) -> torch.dtype:
+    """``"bf16"`` -> ``torch.bfloat16``; unknown names list the accepted ones."""
+    try:
+        return DETECTOR_DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown detector dtype {name!r}; accepted: {', '.join(DETECTOR_DTYPES)}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# shapes of one denoiser step
+
+
+def latent_size_for(profile: str, size: int) -> int:
+    """Latent side for an image of ``size`` pixels: /8 for real VAEs, /2 for the tiny one."""
+    factor = TINY_VAE_FACTOR if profile == "tiny" else REAL_VAE_FACTOR
+    if size % factor:
+        raise ValueError(f"image size {size} is not a multiple of the {profile} VAE factor {factor}")
+    return size // factor
+
+
+def uses_cfg(spec: GeneratorSpec, guidance: float | None = None) -> bool:
+    """Whether the pipeline runs classifier-free guidance (two denoiser rows per image).
+
+    Flux takes guidance as an embedding (dev) or not at all (schnell): never two rows.
+    """
+    guidance = spec.default_guidance if guidance is None else guidance
+    return spec.family != "flux" and guidance > 1.0
+
+
+def step_batch(spec: GeneratorSpec, images: int, guidance: float | None = None) -> int:
+    """Rows the denoiser sees per step when the pipeline makes ``images`` images."""
+    if images < 1:
+        raise ValueError(f"images must be >= 1, got {images}")
+    return images * (2 if uses_cfg(spec, guidance) else 1)
+
+
+def text_sequence_length(spec: GeneratorSpec) -> int:
+    """Tokens of the text condition: CLIP 77; SD3 concatenates CLIP 77 + T5 256; Flux uses T5 alone."""
+    if spec.family in ("sd", "sdxl"):
+        return CLIP_SEQUENCE_LENGTH
+    if spec.family == "sd3":
+        return CLIP_SEQUENCE_LENGTH + int(spec.call_kwargs.get("max_sequence_length", SD3_T5_SEQUENCE_LENGTH))
+    return int(spec.call_kwargs.get("max_sequence_length", FLUX_T5_SEQUENCE_LENGTH))
+
+
+def denoiser_inputs(generator_id: str, denoiser: nn.Module, batch: int, latent_size: int,
+                    device: DeviceLike | str, dtype: torch.dtype, seed: int = 0) -> dict[str, Any]:
+    """Forward kwargs of one denoiser step of ``generator_id`` at ``batch`` rows and ``latent_size`` latents.
+
+    Widths come from ``denoiser.config``, so the same function serves the tiny and the full-size model.
+    ``device`` may be ``"meta"`` (shapes only, for FLOP counting).
+    """
+    spec = get_generator(generator_id)
+    cfg = denoiser.config
+    dev = torch.device(device)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def randn(*shape: int) -> torch.Tensor:
+        if dev.type == "meta":
+            return torch.empty(shape, device=dev, dtype=dtype)
+        return torch.randn(shape, generator=gen, dtype=torch.float32).to(device=dev, dtype=dtype)
+
+    def full(value: float, *shape: int, dt: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.full(shape, value, dtype=dt, device=dev)
+
+    seq = text_sequence_length(spec)
+    if spec.family in ("sd", "sdxl"):
+        out: dict[str, Any] = dict(
+            sample=randn(batch, cfg.in_channels, latent_size, latent_size),
+            timestep=full(DENOISE_TIMESTEP, batch),
+            encoder_hidden_states=randn(batch, seq, cfg.cross_attention_dim),
+        )
+        if spec.family == "sdxl":
+            text_embeds_dim = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+            pixels = float(latent_size * REAL_VAE_FACTOR)  # original size, crop (0, 0), target size
+            time_ids = torch.tensor([pixels, pixels, 0.0, 0.0, pixels, pixels], dtype=dtype).repeat(batch, 1)
+            out["added_cond_kwargs"] = {"text_embeds": randn(batch, text_embeds_dim), "time_ids": time_ids.to(dev)}
+        return out
+    if spec.family == "sd3":
+        return dict(
+            hidden_states=randn(batch, cfg.in_channels, latent_size, latent_size),
+            encoder_hidden_states=randn(batch, seq, cfg.joint_attention_dim),
+            pooled_projections=randn(batch, cfg.pooled_projection_dim),
+            timestep=full(DENOISE_TIMESTEP, batch),
+        )
+    if spec.family == "flux":
+        if latent_size % 2:
+            raise ValueError(f"Flux packs 2x2 latent patches: latent_size must be even, got {latent_size}")
+        side = latent_size // 2
+        rows = torch.arange(side, dtype=torch.float32)
+        img_ids = torch.stack(torch.meshgrid(rows, rows, indexing="ij"), dim=-1).reshape(side * side, 2)
+        img_ids = torch.cat([torch.zeros(side * side, 1), img_ids], dim=1)
+        out = dict(
+            hidden_states=randn(batch, side * side, cfg.in_channels),
+            encoder_hidden_states=randn(batch, seq, cfg.joint_attention_dim),
+            pooled_projections=randn(batch, cfg.pooled_projection_dim),
+            timestep=full(DENOISE_TIMESTEP / 1000.0, batch),  # Flux pipelines pass t / 1000
+            img_ids=img_ids.to(device=dev, dtype=dtype),
+            txt_ids=torch.zeros(seq, 3, device=dev, dtype=dtype),
+        )
+        if cfg.guidance_embeds:
+            out["guidance"] = full(spec.default_guidance, batch)
+        return out
+    raise AssertionError(f"unhandled generator family {spec.family!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# FLOPs on a meta twin
+
+_FLOPS_CACHE: dict[tuple[Any, ...], int] = {}
+
+
+def _meta(value: Any) -> Any:
+    """Inputs moved to ``meta``, floating tensors in bf16 to match the twin."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device="meta", dtype=torch.bfloat16 if value.is_floating_point() else value.dtype)
+    if isinstance(value, dict):
+        return {k: _meta(v) for k, v in value.items()}
+    return value
+
+
+def _shapes(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _shapes(v)) for k, v in value.items()))
+    return repr(value)
+
+
+def reference_step_flops(model: nn.Module, inputs: dict[str, Any]) -> int:
+    """FLOPs of ``model(**inputs)`` counted on a bf16 ``meta`` twin built from ``model.config``.
+
+    Why a twin: quantized kernels hide their matmuls from FlopCounterMode, and a real forward of a
+    12B model just to count would cost a GPU step. Cached per (class, config, input shapes).
+    """
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(type(model), "from_config"):
+        raise TypeError(f"reference_step_flops needs a diffusers model with .config, got {type(model).__name__}")
+    key = (type(model).__name__, repr(sorted(dict(config).items())), _shapes(inputs))
+    if key not in _FLOPS_CACHE:
+        prev = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            with torch.device("meta"):
+                twin = type(model).from_config(dict(config)).eval()
+        finally:
+            torch.set_default_dtype(prev)
+        meta_inputs = _meta(inputs)
+        with torch.no_grad():
+            _FLOPS_CACHE[key] = count_flops(lambda: twin(**meta_inputs, return_dict=False))
+        del twin
+    return _FLOPS_CACHE[key]
+
+
+# --------------------------------------------------------------------------------------------------
+# measurements
+
+
+def oom_guarded(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``fn()`` with ``oom: False`` added, or ``{"oom": True, "oom_error": ...}`` after an out-of-memory error.
+
+    Other errors propagate. Memory is freed after the exception (and its traceback's tensors) is dropped.
+    """
+    error: str | None = None
+    try:
+        return {**fn(), "oom": False}
+    except BaseException as exc:  # noqa: BLE001 - re-raised unless it is an OOM
+        if not is_oom(exc):
+            raise
+        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+    free_cached_memory()
+    return {"oom": True, "oom_error": error}
+
+
+def memory_fields(mem: PeakMemory, prefix: str = "") -> dict[str, Any]:
+    """Flat report fields of a peak-memory reading (GPU allocator + NVML, or process RSS)."""
+    return {
+        f"{prefix}peak_vram_gib": mem.max_allocated_gib,
+        f"{prefix}peak_reserved_gib": mem.max_reserved_gib,
+        f"{prefix}nvml_used_gib": mem.nvml_used_gib_at_exit,
+        f"{prefix}peak_rss_gib": mem.process_peak_rss_gib,
+        f"{prefix}peak_rss_windowed": mem.peak_rss_is_windowed,
+    }
+
+
+def device_peak_tflops(device: DeviceLike) -> float:
+    """Measured dense matmul peak of ``device`` (bf16 on GPU, fp32 on CPU); cached per process."""
+    return measure_matmul_peak_tflops(device)
+
+
+def throughput_fields(flops: int, seconds: float, peak_tflops: float) -> dict[str, float]:
+    """Achieved TFLOP/s and its fraction of the measured matmul peak."""
+    achieved = achieved_tflops(flops, seconds)
+    return {"tflops_per_s": achieved, "device_peak_tflops": peak_tflops,
+            "roofline_fraction": roofline_fraction(achieved, peak_tflops)}
+
+
+def measure_denoiser_step(model: nn.Module, inputs: dict[str, Any], device: DeviceLike, repeats: int = 5,
+                          warmup: int = 2, compile: bool = False, *, flops_per_step: int | None = None,
+                          peak_tflops: float | None = None) -> dict[str, Any]:
+    """Latency, FLOPs, roofline fraction, peak memory and weight bytes of one denoiser step.
+
+    ``flops_per_step`` defaults to :func:`reference_step_flops` (useful FLOPs of the architecture). Peak
+    memory covers the timed repeats only (steady state, after warm-up / compilation). ``compile`` wraps the
+    model in ``torch.compile``; the first call's time is reported as ``compile_s``.
+    """
+    dev = as_device(device)
+    if flops_per_step is None:
+        flops_per_step = reference_step_flops(model, inputs)
+    runner: Callable[..., Any] = torch.compile(model) if compile else model
+
+    def step() -> Any:
+        with torch.inference_mode():
+            return runner(**inputs, return_dict=False)
+
+    compile_s = None
+    if compile:
+        start = time.perf_counter()
+        step()
+        synchronize(dev)
+        compile_s = time.perf_counter() - start
+    with peak_memory(dev) as mem:
+        stats = time_callable(step, warmup=warmup, repeats=repeats, device=dev)
+    peak = device_peak_tflops(dev) if peak_tflops is None else peak_tflops
+    n_bytes = weights_bytes(model)
+    return {
+        "step_ms": stats.median_ms, "step_iqr_ms": stats.iqr_ms, "step_min_ms": stats.min_ms,
+        "step_repeats": len(stats.samples_ms), "step_samples_ms": list(stats.samples_ms), "clock": stats.clock,
+        "compile": compile, "compile_s": compile_s,
+        "flops_per_step": flops_per_step, "flops_source": "meta twin of the architecture (bf16), useful FLOPs",
+        **throughput_fields(flops_per_step, stats.median_ms / 1e3, peak),
+        **memory_fields(mem), "weights_bytes": n_bytes, "weights_gib": n_bytes / GIB,
+    }
+
+
+def pipeline_call_kwargs(spec: GeneratorSpec, steps: int, size: int, images: int = 1,
+                         seed: int = 0) -> dict[str, Any]:
+    """The txt2img call quantfake.generate makes (same prompts, per-seed generators, guidance, PIL output)."""
+    from quantfake.generate import PROMPTS
+
+    seeds = range(seed, seed + images)
+    return dict(prompt=[PROMPTS[s % len(PROMPTS)] for s in seeds], num_inference_steps=steps,
+                guidance_scale=spec.default_guidance, height=size, width=size,
+                generator=[torch.Generator(device="cpu").manual_seed(s) for s in seeds], output_type="pil",
+                **spec.call_kwargs)
+
+
+def measure_pipeline_e2e(loaded: Any, steps: int, size: int, device: DeviceLike, repeats: int = 3,
+                         warmup: int = 1, images: int = 1) -> dict[str, Any]:
+    """End-to-end latency of ``images`` images (prompt encoding + ``steps`` denoising steps + VAE decode).
+
+    ``loaded`` is a :class:`quantfake.loading.LoadedPipeline` (tiny or pretrained profile).
+    """
+    dev = as_device(device)
+    pipe = loaded.pipe
+
+    def call() -> Any:
+        with torch.inference_mode():
+            return pipe(**pipeline_call_kwargs(loaded.generator, steps, size, images))
+
+    with peak_memory(dev) as mem:
+        stats = time_callable(call, warmup=warmup, repeats=repeats, device=dev)
+    components = component_weights_bytes(pipe)
+    return {
+        "e2e_ms": stats.median_ms, "e2e_iqr_ms": stats.iqr_ms, "e2e_repeats": len(stats.samples_ms),
+        "e2e_ms_per_image": stats.median_ms / images, "e2e_steps": steps, "e2e_size": size,
+        "load_s": loaded.load_seconds, "pipeline_weights_bytes": sum(components.values()),
+        "component_weights_bytes": components, **memory_fields(mem, prefix="e2e_"),
+    }
+
+
+def measure_generation_overhead(loaded: Any, steps: int, size: int, device: DeviceLike, pairs: int = 6,
+                                warmup: int = 1, images: int = 1) -> dict[str, Any]:
+    """Suite generation path (``quantfake.generate.generate`` into a fresh store) vs a bare pipeline call.
+
+    Same prompts, seeds, steps, guidance and size; calls alternate A, B so drift hits both. The suite side
+    includes everything it really does per image (latent callback, PNG + latent + manifest writes, locks).
+    """
+    from quantfake.generate import GenerationRequest, generate
+    from quantfake.store import Store
+
+    spec = loaded.generator
+    req = GenerationRequest(mode="txt2img", n_images=images, steps=steps, guidance=spec.default_guidance,
+                            size=size, batch_size=images)
+    root = Path(tempfile.mkdtemp(prefix="quantfake-overhead-"))
+    calls = iter(range(10**9))
+
+    def suite() -> Any:
+        return generate(loaded, req, Store(root / f"run{next(calls)}"), progress=False)
+
+    def bare() -> Any:
+        with torch.inference_mode():
+            return loaded.pipe(**pipeline_call_kwargs(spec, steps, size, images))
+
+    try:
+        comparison = compare_overhead(suite, bare, pairs=pairs, warmup=warmup, device=device)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {f"overhead_{k}": v for k, v in comparison.as_dict().items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# detectors
+
+
+def detector_input_size(spec: Any, tiny: bool) -> int:
+    """Square input side a detector sees: its crop / native size; full-resolution detectors get 512 (64 tiny)."""
+    policy = spec.tiny_preprocess if tiny else spec.preprocess
+    if policy.crop:
+        return int(policy.crop)
+    if isinstance(policy.resize, tuple) and policy.resize[0] == policy.resize[1]:
+        return int(policy.resize[0])
+    if tiny:
+        return TINY_DETECTOR_SIZE
+    return int(spec.native_input_size or FULL_RES_DETECTOR_SIZE)
+
+
+def measure_detector(module: nn.Module, batch: int, input_size: int, device: DeviceLike, dtype: torch.dtype,
+                     repeats: int = 5, warmup: int = 2, *, peak_tflops: float | None = None) -> dict[str, Any]:
+    """Images/s and peak memory of ``module`` at ``batch`` x 3 x ``input_size``^2 in ``dtype``.
+
+    Casts ``module`` in place. ``flop_bound_images_per_s`` is the ceiling if every FLOP ran at the measured
+    matmul peak: the gap to it says how far the detector is from compute-bound.
+    """
+    dev = as_device(device)
+    module = module.to(device=dev, dtype=dtype).eval()
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(batch, 3, input_size, input_size, generator=gen).to(device=dev, dtype=dtype)
+    one = x[:1]
+    with torch.inference_mode():
+        flops_per_image = count_flops(module, one)
+
+    def forward() -> Any:
+        with torch.inference_mode():
+            return module(x)
+
+    with peak_memory(dev) as mem:
+        stats = time_callable(forward, warmup=warmup, repeats=repeats, device=dev)
+    peak = device_peak_tflops(dev) if peak_tflops is None else peak_tflops
+    seconds = stats.median_ms / 1e3
+    n_bytes = weights_bytes(module)
+    return {
+        "batch": batch, "input_size": input_size, "dtype": str(dtype).removeprefix("torch."),
+        "batch_ms": stats.median_ms, "batch_iqr_ms": stats.iqr_ms, "images_per_s": batch / seconds,
+        "flops_per_image": flops_per_image,
+        "flop_bound_images_per_s": peak * 1e12 / flops_per_image if flops_per_image else None,
+        **throughput_fields(flops_per_image * batch, seconds, peak),
+        **memory_fields(mem), "weights_bytes": n_bytes, "weights_gib": n_bytes / GIB,
+    }

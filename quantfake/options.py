@@ -1,0 +1,130 @@
+"""Bench options: one frozen dataclass built from the command line (pytest or ``quantfake run``).
+
+Comma-separated id lists are validated against the registries; an unknown id is a usage error that lists the
+valid ones. Profile-dependent defaults (image size, steps, sample counts) are resolved here, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quantfake.detector_quant import DETECTOR_PRECISIONS
+from quantfake.detectors import DETECTORS
+from quantfake.errors import UnknownIdError
+from quantfake.generators import GENERATORS, MODES
+from quantfake.loading import PROFILES
+from quantfake.perturbations import PERTURBATIONS
+from quantfake.precisions import DEFAULT_PRECISIONS, PRECISIONS
+
+#: Per-profile defaults: the tiny world is sized to run the whole grid on 2 CPU cores in CI.
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": {"n_images": 32, "n_real": 64, "n_calibration": 32, "n_train": 12, "steps": 4, "size": 64,
+             "batch_size": 16, "n_boot": 500},
+    "random": {"n_images": 0, "n_real": 0, "n_calibration": 0, "n_train": 0, "steps": 1, "size": None,
+               "batch_size": 1, "n_boot": 0},
+    "pretrained": {"n_images": 200, "n_real": 400, "n_calibration": 200, "n_train": 0, "steps": None,
+                   "size": None, "batch_size": 4, "n_boot": 1000},
+}
+
+
+def parse_ids(value: str | None, kind: str, valid: dict | tuple, default: tuple[str, ...]) -> tuple[str, ...]:
+    """``"sd3,flux"`` -> ``("sd3", "flux")``; empty -> ``default``; ``all`` -> every id; unknown ids raise."""
+    if not value:
+        return default
+    if value.strip() == "all":
+        return tuple(valid)
+    ids = tuple(v.strip() for v in value.split(",") if v.strip())
+    for v in ids:
+        if v not in valid:
+            raise UnknownIdError(kind, v, valid)
+    return ids
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Everything a bench session was asked to do (recorded in every run record)."""
+
+    profile: str = "tiny"
+    generators: tuple[str, ...] = tuple(GENERATORS)
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS
+    modes: tuple[str, ...] = MODES
+    detectors: tuple[str, ...] = tuple(DETECTORS)
+    perturbations: tuple[str, ...] = ("none",)
+    detector_precisions: tuple[str, ...] = ()
+    n_images: int = 32
+    n_real: int = 64
+    n_calibration: int = 32
+    n_train: int = 12
+    steps: int | None = 4
+    size: int | None = 64
+    guidance: float | None = None
+    strength: float = 0.6
+    batch_size: int = 16
+    n_boot: int = 500
+    seed: int = 0
+    device: str | None = None
+    compile: bool = False
+    quantize_text_encoders: bool = False
+    trust_checkpoints: bool = False
+    match_format: bool = False
+    store: Path = Path(".quantfake")
+    model_root: Path | None = None
+    weights_dir: Path | None = None
+    real_dir: Path | None = None
+    inception_weights: Path | None = None
+    history: Path = Path("reports/history")
+    baselines_dir: Path = Path("baselines")
+    update_baselines: bool = False
+    report: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_record(self) -> dict[str, Any]:
+        """JSON-able view for run records."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+def build_options(raw: dict[str, Any]) -> BenchOptions:
+    """Validate raw string options (as the command line gives them) into :class:`BenchOptions`."""
+    profile = raw.get("profile") or "tiny"
+    if profile not in PROFILES:
+        raise UnknownIdError("profile", profile, PROFILES)
+    d = PROFILE_DEFAULTS[profile]
+
+    def num(key: str, cast: type = int) -> Any:
+        v = raw.get(key)
+        return d.get(key) if v in (None, "") else cast(v)
+
+    def path(key: str, default: Path | None = None) -> Path | None:
+        v = raw.get(key)
+        return Path(v) if v else default
+
+    return BenchOptions(
+        profile=profile,
+        generators=parse_ids(raw.get("generators"), "generator", GENERATORS, tuple(GENERATORS)),
+        precisions=parse_ids(raw.get("precisions"), "precision", PRECISIONS, DEFAULT_PRECISIONS),
+        modes=parse_ids(raw.get("modes"), "mode", MODES, MODES),
+        detectors=parse_ids(raw.get("detectors"), "detector", DETECTORS, tuple(DETECTORS)),
+        perturbations=parse_ids(raw.get("perturbations"), "perturbation", PERTURBATIONS, ("none",)),
+        detector_precisions=parse_ids(raw.get("detector_precisions"), "detector precision",
+                                      DETECTOR_PRECISIONS, ()),
+        n_images=num("n_images"), n_real=num("n_real"), n_calibration=num("n_calibration"),
+        n_train=num("n_train"), steps=num("steps"), size=num("size"),
+        guidance=None if raw.get("guidance") in (None, "") else float(raw["guidance"]),
+        strength=float(raw.get("strength") or 0.6), batch_size=num("batch_size"), n_boot=num("n_boot"),
+        seed=int(raw.get("seed") or 0), device=raw.get("device") or None, compile=bool(raw.get("compile")),
+        quantize_text_encoders=bool(raw.get("quantize_text_encoders")),
+        trust_checkpoints=bool(raw.get("trust_checkpoints")), match_format=bool(raw.get("match_format")),
+        store=path("store", None) or _default_store(),
+        model_root=path("model_root"), weights_dir=path("weights_dir"), real_dir=path("real_dir"),
+        inception_weights=path("inception_weights"),
+        history=path("history", Path("reports/history")), baselines_dir=path("baselines_dir", Path("baselines")),
+        update_baselines=bool(raw.get("update_baselines")), report=not raw.get("no_report"),
+    )
+
+
+def _default_store() -> Path:
+    from quantfake.store import default_store_root
+
+    return default_store_root()

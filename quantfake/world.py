@@ -1,0 +1,385 @@
+"""The session engine behind every bench cell: real pools, pipelines, fakes, detectors, scores.
+
+It holds what a bench session loads once (pipelines, within a budget; detectors; generated image sets) and
+computes one cell's numbers. The pytest layer (``fixtures/``) only asks it for cells and asserts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from quantfake.detectors import get_detector
+from quantfake.errors import MissingWeightsError
+from quantfake.generate import GenerationRequest, GenerationResult, generate
+from quantfake.generators import GENERATORS, get_generator
+from quantfake.loading import LoadedPipeline, load_pipeline, resolve_device
+from quantfake.options import BenchOptions
+from quantfake.precisions import reference_precision
+from quantfake.realdata import RealSet
+from quantfake.results import CellResult
+from quantfake.store import Store, config_hash
+
+log = logging.getLogger(__name__)
+
+TRAIN_SEED_OFFSET = 100_000  # training fakes never share seeds with evaluated fakes
+TRAIN_MODES = ("txt2img", "img2img")
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell of the grid; ``id`` is what ``pytest -k`` matches."""
+
+    kind: str  # "detection" | "fidelity" | "detector_precision"
+    generator: str
+    precision: str
+    mode: str
+    detector: str | None = None
+    perturbation: str = "none"
+    detector_precision: str = "fp32"
+
+    @property
+    def id(self) -> str:
+        parts = [self.generator, self.precision, self.mode]
+        if self.detector:
+            parts.append(self.detector + ("" if self.detector_precision == "fp32" else f"@{self.detector_precision}"))
+        if self.perturbation != "none":
+            parts.append(self.perturbation)
+        return "-".join(parts)
+
+    @property
+    def group(self) -> str:
+        """Cells sharing one pipeline (pytest-xdist ``loadgroup``)."""
+        return f"{self.generator}-{self.precision}"
+
+    def params(self) -> dict[str, Any]:
+        return {"generator": self.generator, "precision": self.precision, "mode": self.mode,
+                "detector": self.detector, "perturbation": self.perturbation,
+                "detector_precision": self.detector_precision}
+
+
+def detection_cells(o: BenchOptions) -> list[CellSpec]:
+    """generator x precision x mode x detector x perturbation, from the registries and options."""
+    return [CellSpec("detection", g, p, m, d, pert) for g in o.generators for p in o.precisions for m in o.modes
+            for d in o.detectors for pert in o.perturbations]
+
+
+def fidelity_cells(o: BenchOptions) -> list[CellSpec]:
+    """generator x precision x mode, every precision but the reference (drift of the reference is 0)."""
+    ref = reference_precision(o.precisions)
+    return [CellSpec("fidelity", g, p, m) for g in o.generators for p in o.precisions if p != ref for m in o.modes]
+
+
+def detector_precision_cells(o: BenchOptions) -> list[CellSpec]:
+    """Quantized detectors on the reference-precision fakes of every generator (txt2img)."""
+    ref = reference_precision(o.precisions)
+    mode = "txt2img" if "txt2img" in o.modes else o.modes[0]
+    return [CellSpec("detector_precision", g, ref, mode, d, "none", dp) for g in o.generators for d in o.detectors
+            for dp in o.detector_precisions if dp != "fp32"]
+
+
+class World:
+    """Session-wide caches and the computation of each cell."""
+
+    def __init__(self, options: BenchOptions, max_pipelines: int | None = None) -> None:
+        self.o = options
+        self.store = Store(options.store)
+        self.device = resolve_device(options.device)
+        self.max_pipelines = max_pipelines or (1 if self.device.startswith("cuda") else 4)
+        self._pipes: OrderedDict[tuple[str, str], LoadedPipeline] = OrderedDict()
+        self._fakes: dict[tuple[str, str, str, str], GenerationResult] = {}
+        self._detectors: dict[tuple[str, str], Any] = {}
+        self._pools: dict[str, RealSet] | None = None
+        self._score_cache: Any = None
+        self.samples: dict[str, dict[str, list[str]]] = {}
+        self.trainings: dict[str, dict[str, Any]] = {}
+
+    # ---------------------------------------------------------------- real images
+    def real_pools(self) -> dict[str, RealSet]:
+        """Disjoint real sets: ``train`` (tiny detectors), ``calibration`` (thresholds), ``evaluation``, ``init``.
+
+        Reals held out for threshold calibration are never evaluated; img2img init images are never evaluated
+        either (a fake made from an evaluated real would pair the two).
+        """
+        if self._pools is None:
+            o = self.o
+            n_init = max(1, min(o.n_images, 16))
+            n_train = o.n_train * len(GENERATORS) * len(TRAIN_MODES) if o.profile == "tiny" else 0
+            sizes = {"evaluation": o.n_real, "calibration": o.n_calibration, "init": n_init, "train": n_train}
+            if o.real_dir:
+                from quantfake.realdata import load_real_dir
+
+                full = load_real_dir(o.real_dir, size=o.size, policy="center_crop")
+                for path, err in full.excluded:
+                    log.warning("excluded unreadable real image %s: %s", path, err)
+            elif o.profile == "tiny":
+                from quantfake.realdata import tiny_real_set
+
+                full = tiny_real_set(self.size, sum(sizes.values()), seed=o.seed)
+            else:
+                raise MissingWeightsError("real images", [], hint="pass --real-dir DIR with real photographs")
+            order = np.random.default_rng(o.seed).permutation(len(full))
+            if len(full) < sum(sizes.values()):
+                scale = len(full) / sum(sizes.values())
+                sizes = {k: max(1, int(v * scale)) for k, v in sizes.items()}
+            pools, start = {}, 0
+            for name, n in sizes.items():
+                pools[name] = full.subset([int(i) for i in order[start:start + n]], name=name)
+                start += n
+            self._pools = pools
+        return self._pools
+
+    @property
+    def size(self) -> int:
+        return self.o.size or 64
+
+    # ---------------------------------------------------------------- pipelines and fakes
+    def pipeline(self, generator: str, precision: str) -> LoadedPipeline:
+        """Load once per session; keep at most ``max_pipelines`` (one on a GPU, to bound VRAM)."""
+        key = (generator, precision)
+        if key in self._pipes:
+            self._pipes.move_to_end(key)
+            return self._pipes[key]
+        while len(self._pipes) >= self.max_pipelines:
+            self._pipes.popitem(last=False)
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        lp = load_pipeline(generator, precision, self.o.profile, device=self.device, store=self.store,
+                           model_root=self.o.model_root, quantize_text_encoders=self.o.quantize_text_encoders)
+        self._pipes[key] = lp
+        return lp
+
+    def request(self, generator: str, mode: str, role: str = "eval") -> GenerationRequest:
+        """The generation request shared by every precision of ``generator`` (that is what pairs them)."""
+        spec = get_generator(generator)
+        o = self.o
+        init = self.real_pools()["init"] if mode == "img2img" else None
+        train = role == "train"
+        return GenerationRequest(
+            mode=mode, n_images=o.n_train if train else o.n_images,
+            seed_offset=TRAIN_SEED_OFFSET if train else o.seed * 1_000_000,
+            steps=o.steps or spec.default_steps,
+            guidance=o.guidance if o.guidance is not None else spec.default_guidance,
+            size=o.size or spec.native_size, strength=o.strength, batch_size=o.batch_size,
+            init_hashes=tuple(init.ids) if init else (),
+        )
+
+    def fakes(self, generator: str, precision: str, mode: str, role: str = "eval") -> GenerationResult:
+        """Generate (or reuse from the store) the fakes of one generator x precision x mode."""
+        key = (generator, precision, mode, role)
+        if key not in self._fakes:
+            req = self.request(generator, mode, role)
+            init = self.real_pools()["init"].images if mode == "img2img" else None
+            res = generate(self.pipeline(generator, precision), req, self.store, init_images=init)
+            self._fakes[key] = res
+            if role == "eval":
+                self.samples.setdefault(f"{generator}-{mode}", {})[precision] = [
+                    str(im.path.resolve()) for im in res.images[:4]]
+        return self._fakes[key]
+
+    # ---------------------------------------------------------------- detectors
+    def detector(self, detector_id: str) -> Any:
+        """The fp32 detector: trained on the tiny world (cached) or loaded from ``--weights-dir``."""
+        key = (detector_id, "fp32")
+        if key not in self._detectors:
+            from quantfake.detectors import load_detector
+
+            get_detector(detector_id)
+            if self.o.profile == "tiny":
+                tiny_dir = self._train_tiny_detector(detector_id)
+                det = load_detector(detector_id, "tiny", device=self.device, tiny_dir=tiny_dir)
+            else:
+                det = load_detector(detector_id, "pretrained", weights_dir=self.o.weights_dir, device=self.device,
+                                    trust_checkpoints=self.o.trust_checkpoints)
+            self._detectors[key] = det
+        return self._detectors[key]
+
+    def training_set(self) -> tuple[list[Image.Image], list[str], list[Image.Image], list[str]]:
+        """Reference-precision fakes of every generator and mode (training seeds) vs the train reals."""
+        ref = "fp32"
+        fakes, fake_ids = [], []
+        for g in GENERATORS:
+            for m in TRAIN_MODES:
+                res = self.fakes(g, ref, m, role="train")
+                fakes += [im.open() for im in res.images]
+                fake_ids += [im.sha256 for im in res.images]
+        reals = self.real_pools()["train"]
+        return list(reals.images), list(reals.ids), fakes, fake_ids
+
+    def _train_tiny_detector(self, detector_id: str) -> Path:
+        from quantfake.detectors.train import TrainConfig, train_detector
+
+        reals, real_ids, fakes, fake_ids = self.training_set()
+        out = self.store.detectors_dir / config_hash({"real": real_ids, "fake": fake_ids})
+        with self.store.lock(f"train-{detector_id}"):
+            res = train_detector(detector_id, reals, fakes, TrainConfig(profile="tiny", seed=self.o.seed), out,
+                                 real_sha256s=real_ids, fake_sha256s=fake_ids)
+        self.trainings[detector_id] = {"heldout_auc": res.heldout_auc, "cached": res.cached,
+                                       "weights_sha256": res.weights_sha256, "n_train": res.n_train}
+        return out
+
+    def quantized_detector(self, detector_id: str, precision: str) -> tuple[Any, dict[str, Any]]:
+        """A copy of the fp32 detector at a detector precision, calibrated on calibration reals + train fakes."""
+        key = (detector_id, precision)
+        if key not in self._detectors:
+            from quantfake.detector_quant import quantize_detector
+
+            base = self.detector(detector_id)
+            pools = self.real_pools()
+            calib_imgs = list(pools["calibration"].images[:16])
+            calib_imgs += [im.open() for im in self.fakes(self.o.generators[0], reference_precision(
+                self.o.precisions), "txt2img", role="train").images[:16]]
+            batch = base.preprocess(calib_imgs).to(self.device)
+            qmodule, report = quantize_detector(base.module, precision, calib_batches=[batch])
+            self._detectors[key] = (base.with_module(qmodule, precision), report)
+        return self._detectors[key]
+
+    def scores(self, detector: Any, images: list[Image.Image], hashes: list[str] | None) -> np.ndarray:
+        """Detector scores (higher = more fake), cached in the store by image, detector and checkpoint."""
+        from quantfake.detectors import ScoreCache, score_images
+
+        if self._score_cache is None:
+            self._score_cache = ScoreCache(self.store.scores_db)
+        return score_images(detector, images, batch_size=64, device=self.device, cache=self._score_cache,
+                            progress=False, image_sha256s=hashes)
+
+    # ---------------------------------------------------------------- cells
+    def _scored_sets(self, cell: CellSpec, detector: Any, precision: str | None = None) -> dict[str, np.ndarray]:
+        from quantfake.perturbations import apply_perturbation
+
+        pools = self.real_pools()
+        fake_res = self.fakes(cell.generator, precision or cell.precision, cell.mode)
+        fakes = [im.open() for im in fake_res.images]
+        fake_ids: list[str] | None = [im.sha256 for im in fake_res.images]
+        reals, real_ids = list(pools["evaluation"].images), list(pools["evaluation"].ids)
+        calib, calib_ids = list(pools["calibration"].images), list(pools["calibration"].ids)
+        if self.o.match_format:
+            from quantfake.perturbations import match_format
+
+            fakes, reals, calib = ([match_format(i, "jpeg") for i in s] for s in (fakes, reals, calib))
+            fake_ids = real_ids = calib_ids = None
+        if cell.perturbation != "none":
+            fakes, reals, calib = (apply_perturbation(cell.perturbation, s) for s in (fakes, reals, calib))
+            fake_ids = real_ids = calib_ids = None  # new pixels, new hashes (computed by the scorer)
+        return {"fake": self.scores(detector, fakes, fake_ids), "real": self.scores(detector, reals, real_ids),
+                "calibration": self.scores(detector, calib, calib_ids)}
+
+    def detection_cell(self, cell: CellSpec) -> CellResult:
+        """Metrics with CIs for one generator x precision x mode x detector, plus the paired shift vs reference."""
+        from quantfake.metrics import compute_metrics
+        from quantfake.stats import bootstrap_metrics, paired_shift
+
+        start = time.perf_counter()
+        if cell.detector_precision == "fp32":
+            det, qreport = self.detector(cell.detector), None
+        else:
+            det, qreport = self.quantized_detector(cell.detector, cell.detector_precision)
+        s = self._scored_sets(cell, det)
+        y = np.r_[np.zeros(len(s["real"])), np.ones(len(s["fake"]))]
+        scores = np.r_[s["real"], s["fake"]]
+        thr = det.spec.fixed_threshold
+        metrics = compute_metrics(y, scores, fixed_threshold=thr, calibration_real_scores=s["calibration"])
+        ci = bootstrap_metrics(y, scores, fixed_threshold=thr, calibration_real_scores=s["calibration"],
+                               n_boot=self.o.n_boot, seed=self.o.seed) if self.o.n_boot else {}
+        paired = None
+        ref = reference_precision(self.o.precisions)
+        thr_cal = metrics.get("threshold_calibrated", thr)
+        if cell.kind == "detector_precision":
+            ref_det = self.detector(cell.detector)
+            r = self._scored_sets(cell, ref_det)
+            from quantfake.stats import delong_paired_test
+
+            dl = delong_paired_test(r["real"], r["fake"], s["real"], s["fake"])
+            paired = {"reference_detector_precision": "fp32", "delta_auc": dl["delta"], "delta_auc_se": dl["se"],
+                      "delta_auc_p_delong": dl["p"], "auc_ref": dl["auc_a"], "auc_q": dl["auc_b"]}
+        elif cell.precision != ref:
+            r = self._scored_sets(cell, det, precision=ref)
+            paired = paired_shift(s["real"], r["fake"], s["fake"], thr_cal, seed=self.o.seed,
+                                  n_boot=self.o.n_boot or 200)
+            paired["reference_precision"] = ref
+        fake_res = self.fakes(cell.generator, cell.precision, cell.mode)
+        extra = {"detector": det.describe(), "generation_key": fake_res.key,
+                 "sample_paths": [str(im.path.resolve()) for im in fake_res.images[:4]],
+                 "tiny_training": self.trainings.get(cell.detector)}
+        if qreport is not None:
+            extra["detector_quantization"] = qreport
+        extra["format_warnings"] = self._format_warnings(cell)
+        return CellResult(
+            cell_id=cell.id, kind=cell.kind, params=cell.params(), metrics=metrics,
+            ci95={k: [v.lo, v.hi] for k, v in ci.items()}, se={k: v.se for k, v in ci.items()},
+            n={"real": int(len(s["real"])), "fake": int(len(s["fake"])), "calibration": int(len(s["calibration"]))},
+            paired=paired, scores={"real": s["real"].tolist(), "fake": s["fake"].tolist()},
+            timings={"cell_s": time.perf_counter() - start, "generation_s": fake_res.seconds,
+                     "generated": fake_res.generated},
+            extra=extra,
+        )
+
+    def _format_warnings(self, cell: CellSpec) -> list[str]:
+        """Format-confound warnings (reals and fakes differing in format, size or JPEG history)."""
+        from quantfake.perturbations import format_confound, image_meta
+
+        if self.o.match_format:
+            return []
+        pools = self.real_pools()["evaluation"]
+        real_meta = []
+        for row, img in list(zip(pools.manifest, pools.images))[:16]:
+            meta = image_meta(img)
+            meta["format"] = row.get("format") or ("PNG" if img.format is None else meta["format"])
+            if row.get("is_jpeg") and meta["jpeg_quality"] is None:
+                meta["jpeg_quality"] = "cut from a JPEG source"
+            real_meta.append(meta)
+        fakes = self.fakes(cell.generator, cell.precision, cell.mode)
+        fake_meta = [image_meta(Image.open(im.path)) for im in fakes.images[:16]]
+        return format_confound(real_meta, fake_meta)
+
+    def fidelity_cell(self, cell: CellSpec) -> CellResult:
+        """Paired drift of ``cell.precision`` against the reference precision on the same seeds."""
+        from quantfake.fidelity import paired_drift
+
+        start = time.perf_counter()
+        ref = reference_precision(self.o.precisions)
+        q, r = self.fakes(cell.generator, cell.precision, cell.mode), self.fakes(cell.generator, ref, cell.mode)
+        drift = paired_drift([im.open() for im in r.images], [im.open() for im in q.images],
+                             [np.load(im.latent_path) for im in r.images], [np.load(im.latent_path) for im in q.images])
+        per_image = {"psnr": drift["psnr_db"], "ssim": drift["ssim"], "mad": drift["mad_255"],
+                     "latent_rel_l2": drift["latent_rel_l2"], "latent_cos": drift["latent_cos"]}
+        metrics, ci, se = {}, {}, {}
+        rng = np.random.default_rng(self.o.seed)
+        n_boot = self.o.n_boot or 200
+        for name, values in per_image.items():
+            v = np.asarray(values, dtype=float)
+            finite = v[np.isfinite(v)]
+            metrics[name] = float(np.mean(finite)) if len(finite) else float("inf")
+            if len(finite) > 1:
+                boots = rng.choice(finite, size=(n_boot, len(finite))).mean(axis=1)
+                ci[name] = [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+                se[name] = float(boots.std(ddof=1))
+        metrics["identical_fraction"] = float(np.mean(~np.isfinite(np.asarray(drift["psnr_db"], dtype=float))))
+        extra: dict[str, Any] = {"reference_precision": ref, "generation_key": q.key,
+                                 "sample_paths": [str(im.path.resolve()) for im in q.images[:4]], "per_image": {k: list(map(float, v))
+                                                                           for k, v in per_image.items()}}
+        extra.update(self._distribution_metrics(r, q))
+        return CellResult(cell_id=cell.id, kind="fidelity", params=cell.params(), metrics=metrics, ci95=ci, se=se,
+                          n={"fake": len(q.images)}, timings={"cell_s": time.perf_counter() - start}, extra=extra)
+
+    def _distribution_metrics(self, ref: GenerationResult, q: GenerationResult) -> dict[str, Any]:
+        """FID / KID vs the real set and vs the reference precision, when Inception weights are provided."""
+        if not self.o.inception_weights:
+            return {"fid": "skipped: pass --inception-weights DIR (pt_inception-2015-12-05-6726825d.pth)"}
+        from quantfake.fidelity import InceptionFeatures, fid_from_features, kid_from_features
+
+        feats = InceptionFeatures.from_dir(self.o.inception_weights, device=self.device)
+        fq = feats([im.open() for im in q.images])
+        fr = feats([im.open() for im in ref.images])
+        freal = feats(list(self.real_pools()["evaluation"].images))
+        k = min(len(fq), len(freal), 1000)
+        return {"fid_vs_real": fid_from_features(freal, fq), "fid_vs_reference": fid_from_features(fr, fq),
+                "kid_vs_real": kid_from_features(freal, fq, subset_size=k)[0]}
