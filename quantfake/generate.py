@@ -98,7 +98,7 @@ class GenerationResult:
 
 def request_key(loaded: LoadedPipeline, req: GenerationRequest) -> str:
     """Store folder name: readable prefix for humans, hash of everything that determines the pixels."""
-    ident = {"model": loaded.model_key, "precision": loaded.precision.id, "device": loaded.device,
+    ident = {"model": loaded.model_key, "precision": loaded.precision.id, "device": torch.device(loaded.device).type,  # cuda:0 and cuda:1 compute alike
              "text_encoders": loaded.components, **{k: v for k, v in asdict(req).items() if k != "n_images"}}
     ident["prompts"] = list(req.prompts)
     return f"{loaded.generator.id}-{loaded.precision.id}-{req.mode}-{config_hash(ident)}"

@@ -31,6 +31,15 @@ CPU_PRECISIONS = tuple(p for p in DEFAULT_PRECISIONS if unavailable_reason(get_p
 QUANTIZED_CLASS = {"int8": "Linear8bitLt", "nf4": "Linear4bit", "fp4": "Linear4bit"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a shared 2-core CI box, thread oversubscription makes these tiny models ~10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return Store(tmp_path_factory.mktemp("tiny_store"))

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from quantfake.efficiency.devices import GIB, DeviceLike, as_device, synchronize
 from quantfake.efficiency.flops import achieved_tflops, count_flops, measure_matmul_peak_tflops, roofline_fraction
@@ -424,9 +425,9 @@ def measure_detector(module: nn.Module, batch: int, input_size: int, device: Dev
     module = module.to(device=dev, dtype=dtype).eval()
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(batch, 3, input_size, input_size, generator=gen).to(device=dev, dtype=dtype)
-    one = x[:1]
-    with torch.inference_mode():
-        flops_per_image = count_flops(module, one)
+    # fused attention kernels (CPU flash SDPA) are invisible to FlopCounterMode; the math path is counted
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH):
+        flops_per_image = count_flops(module, x[:1])
 
     def forward() -> Any:
         with torch.inference_mode():

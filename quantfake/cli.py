@@ -1,0 +1,117 @@
+"""``quantfake`` command line: run | report | compare | models | doctor | train.
+
+``quantfake run`` is the main job: it runs the bench cells through pytest (so the same cells, ids, options
+and baselines serve CI and people), records the run in the history and writes the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _run(argv: list[str]) -> int:
+    """Forward to ``pytest bench``; everything after ``run`` is a pytest / quantfake option."""
+    import pytest
+
+    bench = BENCH_DIR if BENCH_DIR.exists() else Path("bench")
+    if not bench.exists():
+        print(f"quantfake run: no bench/ folder at {BENCH_DIR} or ./bench; run it from a quantfake checkout",
+              file=sys.stderr)
+        return 2
+    args = [str(bench), "-p", "no:cacheprovider", *argv]
+    if not any(a.startswith("--rootdir") for a in argv):
+        args += ["--rootdir", str(bench.parent)]
+    return int(pytest.main(args))
+
+
+def _models(argv: list[str]) -> int:
+    """List every registry with what each id means (the single source of truth, printed)."""
+    from tabulate import tabulate
+
+    from quantfake.detector_quant import DETECTOR_PRECISIONS
+    from quantfake.detectors import DETECTORS
+    from quantfake.generators import GENERATORS
+    from quantfake.precisions import PRECISIONS
+
+    print(tabulate([(g.id, g.name, g.hub_id, g.denoiser_class, g.native_size, g.default_steps, g.default_guidance)
+                    for g in GENERATORS.values()],
+                   headers=["generator", "name", "hub id", "denoiser", "size", "steps", "guidance"]))
+    print()
+    print(tabulate([(p.id, p.kind, p.description, p.study_name or "", "CUDA" if p.requires_cuda else "")
+                    for p in PRECISIONS.values()],
+                   headers=["precision", "kind", "what it is", "study's name", "needs"]))
+    print()
+    print(tabulate([(d.id, d.name, d.upstream_repo, ", ".join(d.checkpoint_files)) for d in DETECTORS.values()],
+                   headers=["detector", "name", "upstream", "checkpoint file(s) under --weights-dir"]))
+    print()
+    print(tabulate([(p.id, getattr(p, "description", "")) for p in DETECTOR_PRECISIONS.values()],
+                   headers=["detector precision", "what it is"]))
+    return 0
+
+
+def _doctor(argv: list[str]) -> int:
+    """What this machine can run: device, packages, which precisions are available and why not."""
+    import torch
+
+    from quantfake.environment import collect_environment
+    from quantfake.loading import resolve_device
+    from quantfake.precisions import PRECISIONS, unavailable_reason
+
+    env = collect_environment()
+    device = resolve_device(None)
+    print(f"device: {device} ({env.get('gpu') or env.get('cpu')}), torch {torch.__version__}, cuda {env.get('cuda')}")
+    for name, version in env["packages"].items():
+        print(f"  {name:14s} {version or 'not installed'}")
+    print("precisions:")
+    for p in PRECISIONS.values():
+        reason = unavailable_reason(p, device)
+        print(f"  {p.id:8s} {'ok' if reason is None else 'unavailable: ' + reason}")
+    return 0
+
+
+def _train(argv: list[str]) -> int:
+    from quantfake.detectors.train import main
+
+    return int(main(argv) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {
+        "run": ("run the bench cells (pytest bench ...) and write the report", _run),
+        "report": ("write reports/<run-id>/ from a recorded run (file, run id, latest)", None),
+        "compare": ("compare two recorded runs; exit 1 on a significant regression", None),
+        "generate": ("generate the paired images into the store (shardable with accelerate launch)", None),
+        "models": ("list generators, precisions and detectors", _models),
+        "doctor": ("what this machine can run, and why not", _doctor),
+        "train": ("train or fine-tune a detector (e.g. on quantized fakes)", _train),
+    }
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        parser = argparse.ArgumentParser(prog="quantfake", description=__doc__.splitlines()[0])
+        parser.add_argument("command", choices=list(commands), help="; ".join(f"{k}: {v[0]}" for k, v in commands.items()))
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.error(f"unknown command {argv[0]!r}; valid commands: {', '.join(commands)}")
+        parser.print_help()
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "report":
+        from quantfake.report import main as report_main
+
+        return int(report_main(rest) or 0)
+    if cmd == "compare":
+        from quantfake.compare import main as compare_main
+
+        return int(compare_main(rest) or 0)
+    if cmd == "generate":
+        from quantfake.distributed import main as generate_main
+
+        return int(generate_main(rest) or 0)
+    return commands[cmd][1](rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
