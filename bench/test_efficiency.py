@@ -42,7 +42,7 @@ from quantfake.precisions import get_precision, reference_precision, unavailable
 IMAGES_PER_STEP = 1  # one image per denoiser step (two rows under CFG): the per-image cost
 #: (warmup, repeats) of the step timing, the pytest-benchmark rounds, and the e2e timing, per device type
 REPEATS: dict[str, dict[str, int]] = {
-    "cpu": {"warmup": 1, "repeats": 3, "rounds": 3, "e2e_warmup": 1, "e2e_repeats": 2, "overhead_pairs": 4},
+    "cpu": {"warmup": 1, "repeats": 3, "rounds": 1, "e2e_warmup": 1, "e2e_repeats": 2, "overhead_pairs": 4},
     "cuda": {"warmup": 2, "repeats": 5, "rounds": 3, "e2e_warmup": 1, "e2e_repeats": 3, "overhead_pairs": 6},
 }
 OVERHEAD_TOLERANCE = 0.25  # the guard fails only when the suite is shown (CI lower bound) to be >25 % slower

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from quantfake.environment import quiet_libraries
 from quantfake.errors import MissingWeightsError, UnknownIdError
 from quantfake.generators import GeneratorSpec, check_mode, get_generator
 from quantfake.precisions import (
@@ -26,7 +27,6 @@ from quantfake.precisions import (
     require_available,
     verify,
 )
-from quantfake.environment import quiet_libraries
 from quantfake.store import Store
 
 PROFILES: tuple[str, ...] = ("tiny", "random", "pretrained")

@@ -330,7 +330,7 @@ class World:
             return []
         pools = self.real_pools()["evaluation"]
         real_meta = []
-        for row, img in list(zip(pools.manifest, pools.images))[:16]:
+        for row, img in list(zip(pools.manifest, pools.images, strict=True))[:16]:
             meta = image_meta(img)
             meta["format"] = row.get("format") or ("PNG" if img.format is None else meta["format"])
             if row.get("is_jpeg") and meta["jpeg_quality"] is None:

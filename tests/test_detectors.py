@@ -12,13 +12,22 @@ from PIL import Image
 from torch import nn
 
 from quantfake.detectors import (
-    DETECTORS, LoadedDetector, MissingWeights, ScoreCache, UnsafeCheckpoint, get_detector, image_sha256,
-    load_checkpoint, load_detector, save_state_dict, score_images,
+    DETECTORS,
+    LoadedDetector,
+    MissingWeights,
+    ScoreCache,
+    UnsafeCheckpoint,
+    get_detector,
+    image_sha256,
+    load_checkpoint,
+    load_detector,
+    save_state_dict,
+    score_images,
 )
 from quantfake.detectors.loaded import build_module
 from quantfake.detectors.npr import NPR, npr_residual
 from quantfake.detectors.r50nodown import R50NoDown
-from quantfake.detectors.r50tf import PrototypeScores, R50TF
+from quantfake.detectors.r50tf import R50TF, PrototypeScores
 
 IMNET_MEAN, IMNET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 CLIP_MEAN, CLIP_STD = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])

@@ -36,7 +36,7 @@ class LoadedDetector:
     device: str = "cpu"
     backbone_dir: str | None = None
 
-    def with_module(self, module: nn.Module, precision: str) -> "LoadedDetector":
+    def with_module(self, module: nn.Module, precision: str) -> LoadedDetector:
         """Same detector with a transformed (e.g. quantized) module, under a new precision name."""
         return replace(self, module=module, precision=precision)
 

@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ INTERPOLATIONS: dict[str, int] = {
     "lanczos": Image.LANCZOS,
 }
 
-ImageBatch = Union[Sequence[Image.Image], np.ndarray]
+ImageBatch = Sequence[Image.Image] | np.ndarray
 
 
 @dataclass(frozen=True)

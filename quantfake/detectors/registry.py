@@ -7,9 +7,10 @@ detector's score is its upstream logit (see its module docstring), so ``fixed_th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from quantfake.errors import UnknownIdError
 

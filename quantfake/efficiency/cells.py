@@ -395,7 +395,10 @@ def measure_generation_overhead(loaded: Any, steps: int, size: int, device: Devi
         comparison = compare_overhead(suite, bare, pairs=pairs, warmup=warmup, device=device)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return {f"overhead_{k}": v for k, v in comparison.as_dict().items()}
+    summary = comparison.as_dict()
+    return {"overhead_ratio_median": summary["ratio_median"], "overhead_ratio_ci95": summary["ratio_ci95"],
+            "overhead_pct": summary["overhead_pct"], "overhead_pairs": summary["pairs"],
+            "suite_median_ms": summary["a_median_ms"], "bare_median_ms": summary["b_median_ms"]}
 
 
 # --------------------------------------------------------------------------------------------------

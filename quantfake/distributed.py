@@ -1,0 +1,204 @@
+"""``quantfake generate``: fill the store with every fake a bench run will ask for, sharded over processes.
+
+Generation dominates a bench run, so it is done up front and spread over GPUs: under ``accelerate launch``
+(or ``torchrun``) each process takes a share of the (generator, precision) jobs, so each pipeline is loaded
+once, on that process's own GPU. The jobs go through the same :class:`~quantfake.world.World` and the same
+:func:`~quantfake.options.build_options` as the bench, and store keys hold the device *type* (not
+``cuda:1``), so a later ``pytest bench`` on the same store reuses every image and generates nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from quantfake.errors import MissingWeightsError, PrecisionUnavailable, UnknownIdError
+from quantfake.options import BenchOptions, build_options
+
+#: (mode, role) pairs: role "eval" fakes are scored in cells, role "train" fakes train the tiny detectors.
+Task = tuple[str, str]
+
+#: Command-line options shared with the bench (``fixtures/plugin.py``): same spelling, same ``build_options`` key.
+OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("--profile", "profile", "weights profile: tiny (offline, CPU) or pretrained"),
+    ("--generators", "generators", "comma-separated generator ids, or 'all' (default: all)"),
+    ("--precisions", "precisions", "comma-separated precision ids (default: the bench's)"),
+    ("--modes", "modes", "txt2img,img2img (default: both)"),
+    ("--n-images", "n_images", "fakes per generator x precision x mode (profile default)"),
+    ("--n-real", "n_real", "evaluated real images (sizes the real pools, as in the bench)"),
+    ("--n-calibration", "n_calibration", "held-out calibration reals (sizes the real pools, as in the bench)"),
+    ("--steps", "steps", "denoising steps (default: tiny 4, else the generator's)"),
+    ("--size", "size", "image side in pixels (default: tiny 64, else native)"),
+    ("--guidance", "guidance", "guidance scale (default: the generator's)"),
+    ("--strength", "strength", "img2img strength (default 0.6)"),
+    ("--gen-batch-size", "batch_size", "images per generation batch"),
+    ("--seed", "seed", "seed offset (default 0)"),
+    ("--device", "device", "cpu or cuda (default: this process's accelerator, else cpu)"),
+    ("--store", "store", "store folder (default $QUANTFAKE_STORE or .quantfake)"),
+    ("--model-root", "model_root", "folder with diffusers model folders (pretrained profile)"),
+    ("--real-dir", "real_dir", "folder of real images (img2img init images come from it)"),
+)
+FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("--quantize-text-encoders", "quantize_text_encoders", "quantize the text encoders too, not only the denoiser"),
+)
+
+
+@dataclass
+class Job:
+    """One pipeline (generator x precision) and every (mode, role) set it must produce."""
+
+    generator: str
+    precision: str
+    tasks: list[Task] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{self.generator}-{self.precision}"
+
+
+@dataclass
+class TaskOutcome:
+    """What one (job, mode, role) did: images made vs found in the store, or why it was skipped."""
+
+    job: str
+    mode: str
+    role: str
+    generated: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+    key: str = ""
+    status: str = "done"  # "done" | "unavailable" (precision cannot run here) | "missing" (no weights)
+    message: str = ""
+
+
+def plan_jobs(o: BenchOptions, train_fakes: bool = True) -> list[Job]:
+    """generator x precision jobs with their modes; in the tiny profile also the detectors' training fakes.
+
+    Training fakes are fp32 of *every* generator (as :meth:`World.training_set` asks for them), so they merge
+    into the fp32 job of a selected generator and add fp32 jobs for the others.
+    """
+    from quantfake.generators import GENERATORS
+    from quantfake.world import TRAIN_MODES
+
+    jobs: dict[tuple[str, str], Job] = {}
+    for g in o.generators:
+        for p in o.precisions:
+            jobs[(g, p)] = Job(g, p, [(m, "eval") for m in o.modes])
+    if o.profile == "tiny" and train_fakes and o.n_train > 0:
+        for g in GENERATORS:
+            job = jobs.setdefault((g, "fp32"), Job(g, "fp32"))
+            job.tasks += [(m, "train") for m in TRAIN_MODES]
+    return list(jobs.values())
+
+
+def process_device(requested: str | None, num_processes: int, state_device: str) -> str:
+    """The device this process generates on.
+
+    With several processes each is pinned to its own accelerator (``cuda:<local rank>``, from accelerate),
+    unless ``--device cpu`` was asked; with one process an explicit ``--device`` wins.
+    """
+    if requested == "cpu":
+        return "cpu"
+    if num_processes > 1 or not requested:
+        return state_device
+    return requested
+
+
+def run_jobs(o: BenchOptions, jobs: Sequence[Job], *, rank: int = 0, progress: bool = True) -> list[TaskOutcome]:
+    """Run ``jobs`` in this process through one :class:`World` (one pipeline held at a time)."""
+    from tqdm.auto import tqdm
+
+    from quantfake.world import World
+
+    world = World(o, max_pipelines=1)
+    outcomes: list[TaskOutcome] = []
+    n_tasks = sum(len(j.tasks) for j in jobs)
+    bar = tqdm(total=n_tasks, desc=f"generate [rank {rank}]", unit="set", position=rank, disable=not progress)
+    for job in jobs:
+        for i, (mode, role) in enumerate(job.tasks):
+            try:
+                res = world.fakes(job.generator, job.precision, mode, role)
+            except (PrecisionUnavailable, MissingWeightsError) as exc:
+                status = "unavailable" if isinstance(exc, PrecisionUnavailable) else "missing"
+                outcomes += [TaskOutcome(job.id, m, r, status=status, message=str(exc).splitlines()[0])
+                             for m, r in job.tasks[i:]]
+                bar.update(len(job.tasks) - i)
+                break  # the pipeline of this job cannot load: its other tasks fail the same way
+            outcomes.append(TaskOutcome(job.id, mode, role, res.generated, res.reused, res.seconds, res.key))
+            bar.update(1)
+    bar.close()
+    return outcomes
+
+
+def summary_lines(outcomes: Sequence[TaskOutcome], rank: int = 0) -> list[str]:
+    """A table of generated vs reused images per job and set, and a total line that scripts can read."""
+    from tabulate import tabulate
+
+    rows = [(o.job, o.mode, o.role, o.generated, o.reused, f"{o.seconds:.1f}", o.status if o.status == "done"
+             else f"{o.status}: {o.message}") for o in outcomes]
+    table = tabulate(rows, headers=["job", "mode", "role", "generated", "reused", "seconds", "status"])
+    total_generated = sum(o.generated for o in outcomes)
+    total_reused = sum(o.reused for o in outcomes)
+    skipped = sum(o.status != "done" for o in outcomes)
+    return [*table.splitlines(),
+            f"[rank {rank}] generated={total_generated} reused={total_reused} skipped_sets={skipped}"]
+
+
+def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], bool, bool]:
+    """Raw option strings (the keys :func:`build_options` reads), ``train_fakes`` and ``progress``."""
+    parser = argparse.ArgumentParser(
+        prog="quantfake generate",
+        description="Generate the paired fakes of a bench run into the store; shard with `accelerate launch`.")
+    for flag, dest, help_ in OPTIONS:
+        parser.add_argument(flag, dest=dest, default="", help=help_)
+    for flag, dest, help_ in FLAGS:
+        parser.add_argument(flag, dest=dest, action="store_true", help=help_)
+    parser.add_argument("--no-train-fakes", action="store_true",
+                        help="tiny profile: skip the fp32 fakes that train the tiny detectors")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    ns = parser.parse_args(list(argv))
+    raw = {dest: getattr(ns, dest) for _flag, dest, _h in OPTIONS + FLAGS}
+    return raw, not ns.no_train_fakes, not ns.no_progress
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Plan the jobs, take this process's share, generate, print a summary. Exit 2 on a bad id."""
+    raw, train_fakes, progress = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        options = build_options(raw)
+    except (UnknownIdError, ValueError) as exc:
+        print(f"quantfake generate: {exc}", file=sys.stderr)
+        return 2
+    if options.profile == "random":
+        print("quantfake generate: the random profile builds no full pipeline and generates no images; "
+              "accepted profiles: tiny, pretrained", file=sys.stderr)
+        return 2
+
+    from accelerate import PartialState
+
+    from quantfake.environment import quiet_libraries
+
+    quiet_libraries()
+    state = PartialState()
+    device = process_device(options.device, state.num_processes, str(state.device))
+    if device.startswith("cuda:"):
+        import torch
+
+        torch.cuda.set_device(device)  # libraries that default to "cuda" then use this process's GPU
+    options = dataclasses.replace(options, device=device)
+    jobs = plan_jobs(options, train_fakes=train_fakes)
+    with state.split_between_processes(jobs) as mine:
+        outcomes = run_jobs(options, mine, rank=state.process_index, progress=progress)
+    print(f"[rank {state.process_index}/{state.num_processes}] {len(mine)} of {len(jobs)} jobs on {device}, "
+          f"store {options.store}")
+    print("\n".join(summary_lines(outcomes, rank=state.process_index)), flush=True)
+    state.wait_for_everyone()
+    return 1 if any(o.status == "missing" for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
