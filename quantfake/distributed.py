@@ -178,16 +178,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               "accepted profiles: tiny, pretrained", file=sys.stderr)
         return 2
 
+    import torch
     from accelerate import PartialState
 
     from quantfake.environment import quiet_libraries
 
     quiet_libraries()
-    state = PartialState()
+    # accelerate forms a multi-process CPU group (gloo) only when told the processes are on the CPU
+    state = PartialState(cpu=options.device == "cpu" or not torch.cuda.is_available())
     device = process_device(options.device, state.num_processes, str(state.device))
     if device.startswith("cuda:"):
-        import torch
-
         torch.cuda.set_device(device)  # libraries that default to "cuda" then use this process's GPU
     options = dataclasses.replace(options, device=device)
     jobs = plan_jobs(options, train_fakes=train_fakes)

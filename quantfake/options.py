@@ -21,7 +21,7 @@ from quantfake.precisions import DEFAULT_PRECISIONS, PRECISIONS
 #: Per-profile defaults: the tiny world is sized to run the whole grid on 2 CPU cores in CI.
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "tiny": {"n_images": 32, "n_real": 64, "n_calibration": 32, "n_train": 12, "steps": 4, "size": 64,
-             "batch_size": 16, "n_boot": 500},
+             "batch_size": 16, "n_boot": 200},
     "random": {"n_images": 0, "n_real": 0, "n_calibration": 0, "n_train": 0, "steps": 1, "size": None,
                "batch_size": 1, "n_boot": 0},
     "pretrained": {"n_images": 200, "n_real": 400, "n_calibration": 200, "n_train": 0, "steps": None,
@@ -62,7 +62,7 @@ class BenchOptions:
     guidance: float | None = None
     strength: float = 0.6
     batch_size: int = 16
-    n_boot: int = 500
+    n_boot: int = 200
     seed: int = 0
     device: str | None = None
     compile: bool = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import diffusers
 import pytest
 import torch
@@ -27,7 +29,9 @@ from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS, get_generator
 from quantfake.tiny import TINY_SIZE, tiny_denoiser_config
 
-TINY_LATENT = latent_size_for("tiny", TINY_SIZE)
+# the tiny configs accept any latent divisible by 8 (three UNet downsamplings); 8 keeps each forward cheap
+TEST_SIZE = 16
+TINY_LATENT = latent_size_for("tiny", TEST_SIZE)
 
 
 @pytest.fixture(autouse=True)
@@ -35,10 +39,17 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-def tiny_denoiser(generator_id: str) -> torch.nn.Module:
+def build_tiny_denoiser(generator_id: str) -> torch.nn.Module:
     """The denoiser ``build_tiny_pipeline`` puts in the pipeline (same class and config), built alone."""
     spec = get_generator(generator_id)
+    torch.manual_seed(0)
     return getattr(diffusers, spec.denoiser_class)(**tiny_denoiser_config(spec)).eval()
+
+
+@functools.cache
+def tiny_denoiser(generator_id: str) -> torch.nn.Module:
+    """Shared across tests (building a UNet costs seconds); tests that patch a model build their own."""
+    return build_tiny_denoiser(generator_id)
 
 
 @pytest.mark.parametrize("generator_id", list(GENERATORS))
@@ -83,12 +94,12 @@ def test_text_lengths_and_sdxl_condition_widths() -> None:
 
 
 def test_latent_size_and_flux_packing_errors() -> None:
-    assert latent_size_for("tiny", 64) == 32
+    assert latent_size_for("tiny", TINY_SIZE) == TINY_SIZE // 2
     assert latent_size_for("random", 1024) == 128
     with pytest.raises(ValueError, match="not a multiple"):
         latent_size_for("random", 1020)
     with pytest.raises(ValueError, match="must be even"):
-        denoiser_inputs("flux", tiny_denoiser("flux"), 1, 31, "cpu", torch.float32)
+        denoiser_inputs("flux", tiny_denoiser("flux"), 1, 7, "cpu", torch.float32)
 
 
 @pytest.mark.parametrize("generator_id", ["sd15", "sdxl", "sd35", "flux"])
@@ -126,7 +137,7 @@ def test_measure_denoiser_step_reports_consistent_fields() -> None:
 
 
 def test_oom_in_a_cell_is_recorded_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = tiny_denoiser("flux")
+    model = build_tiny_denoiser("flux")
     inputs = denoiser_inputs("flux", model, 1, TINY_LATENT, "cpu", torch.float32)
     flops = reference_step_flops(model, inputs)
 
@@ -190,11 +201,11 @@ def test_pipeline_e2e_and_overhead_on_the_tiny_pipeline(tmp_path) -> None:
     from quantfake.store import Store
 
     loaded = load_pipeline("fluxs", "fp32", "tiny", device="cpu", store=Store(tmp_path))
-    e2e = measure_pipeline_e2e(loaded, steps=2, size=TINY_SIZE, device="cpu", repeats=2, warmup=1)
+    e2e = measure_pipeline_e2e(loaded, steps=1, size=TEST_SIZE, device="cpu", repeats=2, warmup=1)
     assert e2e["e2e_ms"] > 0 and e2e["load_s"] == loaded.load_seconds > 0
     assert e2e["pipeline_weights_bytes"] == sum(e2e["component_weights_bytes"].values())
     assert e2e["component_weights_bytes"]["transformer"] == weights_bytes(loaded.denoiser)
-    overhead = measure_generation_overhead(loaded, steps=2, size=TINY_SIZE, device="cpu", pairs=2, warmup=1)
+    overhead = measure_generation_overhead(loaded, steps=1, size=TEST_SIZE, device="cpu", pairs=2, warmup=1)
     low, high = overhead["overhead_ratio_ci95"]
     assert 0 < low <= overhead["overhead_ratio_median"] <= high
     assert overhead["suite_median_ms"] > 0 and overhead["bare_median_ms"] > 0

@@ -282,15 +282,19 @@ def memory_fields(mem: PeakMemory, prefix: str = "") -> dict[str, Any]:
     }
 
 
+#: dtype of the matmul whose measured peak is the roofline (one ceiling per device, whatever the cell's dtype)
+PEAK_DTYPE = {"cuda": "bfloat16", "cpu": "float32"}
+
+
 def device_peak_tflops(device: DeviceLike) -> float:
     """Measured dense matmul peak of ``device`` (bf16 on GPU, fp32 on CPU); cached per process."""
     return measure_matmul_peak_tflops(device)
 
 
-def throughput_fields(flops: int, seconds: float, peak_tflops: float) -> dict[str, float]:
+def throughput_fields(flops: int, seconds: float, peak_tflops: float, device: torch.device) -> dict[str, Any]:
     """Achieved TFLOP/s and its fraction of the measured matmul peak."""
     achieved = achieved_tflops(flops, seconds)
-    return {"tflops_per_s": achieved, "device_peak_tflops": peak_tflops,
+    return {"tflops_per_s": achieved, "device_peak_tflops": peak_tflops, "device_peak_dtype": PEAK_DTYPE[device.type],
             "roofline_fraction": roofline_fraction(achieved, peak_tflops)}
 
 
@@ -300,20 +304,21 @@ def measure_denoiser_step(model: nn.Module, inputs: dict[str, Any], device: Devi
     """Latency, FLOPs, roofline fraction, peak memory and weight bytes of one denoiser step.
 
     ``flops_per_step`` defaults to :func:`reference_step_flops` (useful FLOPs of the architecture). Peak
-    memory covers the timed repeats only (steady state, after warm-up / compilation). ``compile`` wraps the
-    model in ``torch.compile``; the first call's time is reported as ``compile_s``.
+    memory covers the timed repeats only (steady state, after warm-up / compilation). ``compile`` compiles
+    ``model`` in place (``nn.Module.compile``), so later calls of ``model`` run compiled too; the first
+    call's time is reported as ``compile_s``.
     """
     dev = as_device(device)
     if flops_per_step is None:
         flops_per_step = reference_step_flops(model, inputs)
-    runner: Callable[..., Any] = torch.compile(model) if compile else model
 
     def step() -> Any:
         with torch.inference_mode():
-            return runner(**inputs, return_dict=False)
+            return model(**inputs, return_dict=False)
 
     compile_s = None
     if compile:
+        model.compile()
         start = time.perf_counter()
         step()
         synchronize(dev)
@@ -327,7 +332,7 @@ def measure_denoiser_step(model: nn.Module, inputs: dict[str, Any], device: Devi
         "step_repeats": len(stats.samples_ms), "step_samples_ms": list(stats.samples_ms), "clock": stats.clock,
         "compile": compile, "compile_s": compile_s,
         "flops_per_step": flops_per_step, "flops_source": "meta twin of the architecture (bf16), useful FLOPs",
-        **throughput_fields(flops_per_step, stats.median_ms / 1e3, peak),
+        **throughput_fields(flops_per_step, stats.median_ms / 1e3, peak, dev),
         **memory_fields(mem), "weights_bytes": n_bytes, "weights_gib": n_bytes / GIB,
     }
 
@@ -446,6 +451,6 @@ def measure_detector(module: nn.Module, batch: int, input_size: int, device: Dev
         "batch_ms": stats.median_ms, "batch_iqr_ms": stats.iqr_ms, "images_per_s": batch / seconds,
         "flops_per_image": flops_per_image,
         "flop_bound_images_per_s": peak * 1e12 / flops_per_image if flops_per_image else None,
-        **throughput_fields(flops_per_image * batch, seconds, peak),
+        **throughput_fields(flops_per_image * batch, seconds, peak, dev),
         **memory_fields(mem), "weights_bytes": n_bytes, "weights_gib": n_bytes / GIB,
     }

@@ -1,0 +1,174 @@
+"""``quantfake generate``: reruns reuse the store, the bench reuses what it made, concurrent writers lose nothing."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from quantfake.distributed import main, plan_jobs, process_device
+from quantfake.generate import GenerationRequest, generate
+from quantfake.generators import GENERATORS
+from quantfake.loading import load_pipeline
+from quantfake.options import build_options
+from quantfake.store import Store, sha256_bytes
+from quantfake.world import TRAIN_MODES, World
+
+SLICE = ["--generators", "sd3", "--precisions", "fp32,bf16", "--modes", "txt2img", "--n-images", "4",
+         "--no-train-fakes", "--no-progress"]
+TOTAL_RE = re.compile(r"generated=(\d+) reused=(\d+) skipped_sets=(\d+)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: the box is shared, and equal thread counts keep CPU numerics comparable."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny sd3 pipeline built once; tests copy it into fresh stores (building is the slow part)."""
+    from quantfake.tiny import ensure_tiny_pipeline
+
+    models = Store(tmp_path_factory.mktemp("models")).models_dir
+    ensure_tiny_pipeline("sd3", models)
+    return models
+
+
+def _fresh_store(root: Path, models: Path) -> Path:
+    shutil.copytree(models, root / "models", ignore=shutil.ignore_patterns("*.lock"))
+    return root
+
+
+def _totals(out: str) -> tuple[int, int, int]:
+    found = TOTAL_RE.findall(out)
+    assert len(found) == 1, f"expected one total line in:\n{out}"
+    return tuple(int(x) for x in found[0])
+
+
+def _files(store: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(store)): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in (store / "images").rglob("*") if p.suffix in (".png", ".npy")}
+
+
+# ------------------------------------------------------------------ planning (no generation)
+
+
+def test_plan_is_generator_x_precision_with_modes() -> None:
+    o = build_options({"generators": "sd3,flux", "precisions": "fp32,int8", "modes": "txt2img,img2img"})
+    jobs = plan_jobs(o, train_fakes=False)
+    assert [j.id for j in jobs] == ["sd3-fp32", "sd3-int8", "flux-fp32", "flux-int8"]
+    assert all(j.tasks == [("txt2img", "eval"), ("img2img", "eval")] for j in jobs)
+
+
+def test_tiny_plan_adds_training_fakes_of_every_generator_at_fp32() -> None:
+    o = build_options({"profile": "tiny", "generators": "sd3", "precisions": "fp32,bf16", "modes": "txt2img"})
+    jobs = {j.id: j for j in plan_jobs(o)}
+    assert set(jobs) == {"sd3-bf16"} | {f"{g}-fp32" for g in GENERATORS}
+    train = [(m, "train") for m in TRAIN_MODES]
+    assert jobs["sd3-fp32"].tasks == [("txt2img", "eval"), *train], "training sets share the sd3-fp32 pipeline"
+    assert jobs["flux-fp32"].tasks == train
+    assert jobs["sd3-bf16"].tasks == [("txt2img", "eval")]
+    pretrained = build_options({"profile": "pretrained", "generators": "sd3", "precisions": "fp32"})
+    assert [j.id for j in plan_jobs(pretrained)] == ["sd3-fp32"], "no training fakes outside the tiny profile"
+
+
+def test_process_device_pins_each_rank_unless_cpu_is_asked() -> None:
+    assert process_device(None, 1, "cpu") == "cpu"
+    assert process_device("cuda", 1, "cuda") == "cuda"
+    assert process_device("cuda", 4, "cuda:3") == "cuda:3"
+    assert process_device(None, 4, "cuda:2") == "cuda:2"
+    assert process_device("cpu", 4, "cuda:2") == "cpu"
+
+
+def test_unknown_id_exits_2_listing_valid_ids(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["--generators", "sd3,nope", "--store", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "'nope'" in err and all(g in err for g in GENERATORS)
+    assert main(["--profile", "huge", "--store", str(tmp_path)]) == 2
+    assert "tiny" in capsys.readouterr().err
+    assert not (tmp_path / "images").exists(), "nothing may be generated on a usage error"
+
+
+# ------------------------------------------------------------------ generation
+
+
+def test_rerun_generates_nothing_and_the_bench_reuses_the_store(capsys: pytest.CaptureFixture[str],
+                                                               tmp_path: Path, tiny_models: Path) -> None:
+    _fresh_store(tmp_path, tiny_models)
+    assert main([*SLICE, "--store", str(tmp_path)]) == 0
+    assert _totals(capsys.readouterr().out) == (8, 0, 0)
+    before = _files(tmp_path)
+    assert len([f for f in before if f.endswith(".png")]) == 8
+
+    assert main([*SLICE, "--store", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert _totals(out) == (0, 8, 0)
+    assert _files(tmp_path) == before, "a rerun must not rewrite any file"
+
+    # the bench builds its World from the same options with no --device: same keys, nothing generated
+    bench = World(build_options({"generators": "sd3", "precisions": "fp32,bf16", "modes": "txt2img",
+                                 "n_images": "4", "store": str(tmp_path)}))
+    for precision in ("fp32", "bf16"):
+        res = bench.fakes("sd3", precision, "txt2img")
+        assert (res.generated, res.reused) == (0, 4)
+
+
+def _race_worker(root: str, barrier: mp.Barrier, results: mp.Queue) -> None:
+    """The spawned one of two processes generating the same request into the same store at the same moment."""
+    torch.set_num_threads(1)
+    loaded = load_pipeline("sd3", "fp32", "tiny", device="cpu", store=Store(root))
+    barrier.wait(timeout=180)
+    res = generate(loaded, _race_request(), Store(root), progress=False)
+    results.put((res.generated, res.reused, res.key))
+
+
+def _race_request() -> GenerationRequest:
+    return GenerationRequest(n_images=4, steps=2, size=64, batch_size=2)
+
+
+def test_two_processes_on_one_store_lose_and_corrupt_nothing(tmp_path: Path, tiny_models: Path) -> None:
+    """This process and a spawned one race on one store; both must end with the single-process bytes.
+
+    One spawned process, not two: starting a process that imports diffusers is the slow part on a shared box.
+    """
+    shared = _fresh_store(tmp_path / "shared", tiny_models)
+    single = _fresh_store(tmp_path / "single", tiny_models)
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    child = ctx.Process(target=_race_worker, args=(str(shared), barrier, results))
+    child.start()
+    loaded = load_pipeline("sd3", "fp32", "tiny", device="cpu", store=Store(single))
+    ref = generate(loaded, _race_request(), Store(single), progress=False)  # while the child starts up
+    barrier.wait(timeout=180)
+    mine = generate(loaded, _race_request(), Store(shared), progress=False)
+    child.join(timeout=180)
+    assert child.exitcode == 0
+    got = [(mine.generated, mine.reused, mine.key), results.get(timeout=5)]
+
+    req = _race_request()
+    assert {key for *_, key in got} == {ref.key}
+    assert sum(g for g, _, _ in got) == req.n_images, "each image is made exactly once"
+    assert sum(g + r for g, r, _ in got) == 2 * req.n_images
+    folder = Store(shared).image_dir(ref.key)
+    assert not list(folder.glob(".*.tmp")), "no temporary file may be left behind"
+    assert sorted(p.name for p in folder.glob("*.png")) == sorted(f"{s}.png" for s in req.seeds())
+    json.loads((folder / "request.json").read_text())
+    for img in ref.images:
+        data = (folder / img.path.name).read_bytes()
+        assert data == img.path.read_bytes(), f"seed {img.seed}: bytes differ from the single-process run"
+        row = json.loads((folder / f"{img.seed}.json").read_text())
+        assert row["sha256"] == sha256_bytes(data) and row["seed"] == img.seed
+        Image.open(folder / img.path.name).convert("RGB").load()
+        assert np.array_equal(np.load(folder / img.latent_path.name), np.load(img.latent_path))
