@@ -246,6 +246,15 @@ class World:
             self._detectors[key] = (base.with_module(qmodule, precision), report)
         return self._detectors[key]
 
+    def _detector_latency(self, detector: Any, batch: int = 16) -> float:
+        """Median forward time per image of ``detector`` on one batch of calibration reals (ms)."""
+        from quantfake.efficiency import time_callable
+
+        x = detector.preprocess(list(self.real_pools()["calibration"].images[:batch])).to(self.device)
+        with torch.inference_mode():
+            stats = time_callable(lambda: detector.module(x), warmup=1, repeats=5, device=self.device)
+        return stats.median_ms / len(x)
+
     def scores(self, detector: Any, images: list[Image.Image], hashes: list[str] | None) -> np.ndarray:
         """Detector scores (higher = more fake), cached in the store by image, detector and checkpoint."""
         from quantfake.detectors import ScoreCache, score_images
@@ -319,6 +328,8 @@ class World:
                  "tiny_training": self.trainings.get(cell.detector)}
         if qreport is not None:
             extra["detector_quantization"] = qreport
+            extra["detector_ms_per_image"] = self._detector_latency(det)
+            extra["reference_detector_ms_per_image"] = self._detector_latency(self.detector(cell.detector))
         extra["format_warnings"] = self._format_warnings(cell)
         return CellResult(
             cell_id=cell.id, kind=cell.kind, params=cell.params(), metrics=metrics,

@@ -25,7 +25,10 @@ def main() -> None:
                      "auc_ci": "[{:.3f}, {:.3f}]".format(*ci["auc"]) if "auc" in ci else "",
                      "delta_auc": pr.get("delta_auc"), "p_delong": pr.get("delta_auc_p_delong"),
                      "wilcoxon_p": pr.get("wilcoxon_p"), "ks": pr.get("ks"),
-                     "bytes": ((c.get("extra") or {}).get("detector_quantization") or {}).get("model_bytes")})
+                     "bytes": ((c.get("extra") or {}).get("detector_quantization") or {}).get("bytes_after"),
+                     "bytes_fp32": ((c.get("extra") or {}).get("detector_quantization") or {}).get("bytes_before"),
+                     "ms_per_image": (c.get("extra") or {}).get("detector_ms_per_image"),
+                     "ms_fp32": (c.get("extra") or {}).get("reference_detector_ms_per_image")})
     df = pd.DataFrame(rows)
     print(f"run {rec['run_id']} profile {rec['profile']}: {len(df)} cells, "
           f"{df.status.value_counts().to_dict()}")
@@ -46,7 +49,8 @@ def main() -> None:
     if len(dq):
         print("\nDetector precision (pooled over generators)")
         g = dq.groupby(["detector", "detector_precision"]).agg(
-            bytes=("bytes", "first"), auc=("auc", "mean"), delta_auc=("delta_auc", "mean"),
+            bytes=("bytes", "first"), bytes_fp32=("bytes_fp32", "first"), ms_per_image=("ms_per_image", "median"),
+            ms_fp32=("ms_fp32", "median"), auc=("auc", "mean"), delta_auc=("delta_auc", "mean"),
             p_delong_min=("p_delong", "min"), cells=("auc", "size"))
         print(g.round(4).to_markdown())
 
