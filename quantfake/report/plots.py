@@ -175,7 +175,10 @@ def tradeoff_scatter(bench: pd.DataFrame) -> Figure | None:
     """Peak memory vs latency: colour per generator, marker per precision."""
     if bench.empty:
         return None
-    points = bench[bench["latency_ms"].notna() & bench["peak_gib"].notna()]
+    needed = [c for c in ("latency_ms", "peak_gib", "generator", "precision") if c in bench]
+    if len(needed) < 4:
+        return None
+    points = bench.dropna(subset=needed)  # generator cells only (detector / overhead cells have no generator)
     if points.empty:
         return None
     generators = sorted(points["generator"].astype(str).unique())
