@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from quantfake.detector_quant import DETECTOR_PRECISIONS
-from quantfake.detectors import DETECTORS
+from quantfake.detectors import DETECTORS, REPRESENTATIONS
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS, MODES
 from quantfake.loading import PROFILES
@@ -53,6 +53,7 @@ class BenchOptions:
     detectors: tuple[str, ...] = tuple(DETECTORS)
     perturbations: tuple[str, ...] = ("none",)
     detector_precisions: tuple[str, ...] = ()
+    representations: tuple[str, ...] = ("rgb",)  # detector inputs; non-RGB ones apply to the detectors accepting them
     n_images: int = 32
     n_real: int = 64
     n_calibration: int = 32
@@ -109,6 +110,7 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
         perturbations=parse_ids(raw.get("perturbations"), "perturbation", PERTURBATIONS, ("none",)),
         detector_precisions=parse_ids(raw.get("detector_precisions"), "detector precision",
                                       DETECTOR_PRECISIONS, ()),
+        representations=parse_ids(raw.get("representations"), "representation", REPRESENTATIONS, ("rgb",)),
         n_images=num("n_images"), n_real=num("n_real"), n_calibration=num("n_calibration"),
         n_train=num("n_train"), steps=num("steps"), size=num("size"),
         guidance=None if raw.get("guidance") in (None, "") else float(raw["guidance"]),

@@ -276,8 +276,13 @@ def describe_component(module: nn.Module, spec: PrecisionSpec) -> dict[str, Any]
     for p in module.parameters():
         key = str(p.dtype).replace("torch.", "")
         dtypes[key] = dtypes.get(key, 0) + p.numel()
-    return {"class": type(module).__name__, "module_classes": classes, "param_dtypes": dtypes,
+    info = {"class": type(module).__name__, "module_classes": classes, "param_dtypes": dtypes,
             "weights_bytes": weights_bytes(module), "quantized_modules": quantized}
+    if spec.kind == "ptq":  # simulated quantization: memory holds fp32, storage would hold packed codes
+        from quantfake.ptq import ptq_weights_bytes
+
+        info["packed_weights_bytes"] = ptq_weights_bytes(module)
+    return info
 
 
 def verify(pipe: Any, spec: PrecisionSpec, components: list[str]) -> dict[str, dict[str, Any]]:

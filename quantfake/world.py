@@ -19,6 +19,12 @@ import torch
 from PIL import Image
 
 from quantfake.detectors import get_detector
+from quantfake.detectors.representation import (
+    DEFAULT_REPRESENTATION,
+    check_representation,
+    detector_token,
+    representations_for,
+)
 from quantfake.errors import MissingWeightsError
 from quantfake.generate import GenerationRequest, GenerationResult, generate
 from quantfake.generators import GENERATORS, get_generator
@@ -46,12 +52,14 @@ class CellSpec:
     detector: str | None = None
     perturbation: str = "none"
     detector_precision: str = "fp32"
+    representation: str = DEFAULT_REPRESENTATION  # detector input; not "rgb" -> "r50nodown+npr" in the id
 
     @property
     def id(self) -> str:
         parts = [self.generator, self.precision, self.mode]
         if self.detector:
-            parts.append(self.detector + ("" if self.detector_precision == "fp32" else f"@{self.detector_precision}"))
+            token = detector_token(self.detector, self.representation)
+            parts.append(token + ("" if self.detector_precision == "fp32" else f"@{self.detector_precision}"))
         if self.perturbation != "none":
             parts.append(self.perturbation)
         return "-".join(parts)
@@ -62,15 +70,21 @@ class CellSpec:
         return f"{self.generator}-{self.precision}"
 
     def params(self) -> dict[str, Any]:
+        # "detector" is the token reports group by (r50nodown and r50nodown+npr are different detectors)
+        token = detector_token(self.detector, self.representation) if self.detector else None
         return {"generator": self.generator, "precision": self.precision, "mode": self.mode,
-                "detector": self.detector, "perturbation": self.perturbation,
-                "detector_precision": self.detector_precision}
+                "detector": token, "detector_id": self.detector, "perturbation": self.perturbation,
+                "detector_precision": self.detector_precision, "representation": self.representation}
 
 
 def detection_cells(o: BenchOptions) -> list[CellSpec]:
-    """generator x precision x mode x detector x perturbation, from the registries and options."""
-    return [CellSpec("detection", g, p, m, d, pert) for g in o.generators for p in o.precisions for m in o.modes
-            for d in o.detectors for pert in o.perturbations]
+    """generator x precision x mode x detector [x representation] x perturbation, from the registries and options.
+
+    The representation axis exists only for detectors that accept a representation (``npr``: the RGB ResNets).
+    """
+    return [CellSpec("detection", g, p, m, d, pert, representation=r) for g in o.generators for p in o.precisions
+            for m in o.modes for d in o.detectors for r in representations_for(d, o.representations)
+            for pert in o.perturbations]
 
 
 def fidelity_cells(o: BenchOptions) -> list[CellSpec]:
@@ -83,7 +97,8 @@ def detector_precision_cells(o: BenchOptions) -> list[CellSpec]:
     """Quantized detectors on the reference-precision fakes of every generator (txt2img)."""
     ref = reference_precision(o.precisions)
     mode = "txt2img" if "txt2img" in o.modes else o.modes[0]
-    return [CellSpec("detector_precision", g, ref, mode, d, "none", dp) for g in o.generators for d in o.detectors
+    return [CellSpec("detector_precision", g, ref, mode, d, "none", dp, representation=r) for g in o.generators
+            for d in o.detectors for r in representations_for(d, o.representations)
             for dp in o.detector_precisions if dp != "fp32"]
 
 
@@ -97,7 +112,7 @@ class World:
         self.max_pipelines = max_pipelines or (1 if self.device.startswith("cuda") else 4)
         self._pipes: OrderedDict[tuple[str, str], LoadedPipeline] = OrderedDict()
         self._fakes: dict[tuple[str, str, str, str], GenerationResult] = {}
-        self._detectors: dict[tuple[str, str], Any] = {}
+        self._detectors: dict[tuple[str, str, str], Any] = {}  # (detector id, representation, precision)
         self._pools: dict[str, RealSet] | None = None
         self._score_cache: Any = None
         self.samples: dict[str, dict[str, list[str]]] = {}
@@ -190,19 +205,22 @@ class World:
         return self._fakes[key]
 
     # ---------------------------------------------------------------- detectors
-    def detector(self, detector_id: str) -> Any:
-        """The fp32 detector: trained on the tiny world (cached) or loaded from ``--weights-dir``."""
-        key = (detector_id, "fp32")
+    def detector(self, detector_id: str, representation: str = DEFAULT_REPRESENTATION) -> Any:
+        """The fp32 detector on ``representation``: trained on the tiny world (cached) or loaded from
+        ``--weights-dir`` (``<id>+<representation>.safetensors`` when not RGB)."""
+        key = (detector_id, representation, "fp32")
         if key not in self._detectors:
             from quantfake.detectors import load_detector
 
             get_detector(detector_id)
+            check_representation(detector_id, representation)
             if self.o.profile == "tiny":
-                tiny_dir = self._train_tiny_detector(detector_id)
-                det = load_detector(detector_id, "tiny", device=self.device, tiny_dir=tiny_dir)
+                tiny_dir = self._train_tiny_detector(detector_id, representation)
+                det = load_detector(detector_id, "tiny", device=self.device, tiny_dir=tiny_dir,
+                                    representation=representation)
             else:
                 det = load_detector(detector_id, "pretrained", weights_dir=self.o.weights_dir, device=self.device,
-                                    trust_checkpoints=self.o.trust_checkpoints)
+                                    trust_checkpoints=self.o.trust_checkpoints, representation=representation)
             self._detectors[key] = det
         return self._detectors[key]
 
@@ -218,25 +236,27 @@ class World:
         reals = self.real_pools()["train"]
         return list(reals.images), list(reals.ids), fakes, fake_ids
 
-    def _train_tiny_detector(self, detector_id: str) -> Path:
+    def _train_tiny_detector(self, detector_id: str, representation: str = DEFAULT_REPRESENTATION) -> Path:
         from quantfake.detectors.train import TrainConfig, train_detector
 
         reals, real_ids, fakes, fake_ids = self.training_set()
         out = self.store.detectors_dir / config_hash({"real": real_ids, "fake": fake_ids})
-        with self.store.lock(f"train-{detector_id}"):
+        token = detector_token(detector_id, representation)
+        with self.store.lock(f"train-{token}"):
             res = train_detector(detector_id, reals, fakes, TrainConfig(profile="tiny", seed=self.o.seed), out,
-                                 real_sha256s=real_ids, fake_sha256s=fake_ids)
-        self.trainings[detector_id] = {"heldout_auc": res.heldout_auc, "cached": res.cached,
+                                 real_sha256s=real_ids, fake_sha256s=fake_ids, representation=representation)
+        self.trainings[token] = {"heldout_auc": res.heldout_auc, "cached": res.cached,
                                        "weights_sha256": res.weights_sha256, "n_train": res.n_train}
         return out
 
-    def quantized_detector(self, detector_id: str, precision: str) -> tuple[Any, dict[str, Any]]:
+    def quantized_detector(self, detector_id: str, precision: str,
+                           representation: str = DEFAULT_REPRESENTATION) -> tuple[Any, dict[str, Any]]:
         """A copy of the fp32 detector at a detector precision, calibrated on calibration reals + train fakes."""
-        key = (detector_id, precision)
+        key = (detector_id, representation, precision)
         if key not in self._detectors:
             from quantfake.detector_quant import quantize_detector
 
-            base = self.detector(detector_id)
+            base = self.detector(detector_id, representation)
             pools = self.real_pools()
             calib_imgs = list(pools["calibration"].images[:16])
             calib_imgs += [im.open() for im in self.fakes(self.o.generators[0], reference_precision(
@@ -296,9 +316,9 @@ class World:
 
         start = time.perf_counter()
         if cell.detector_precision == "fp32":
-            det, qreport = self.detector(cell.detector), None
+            det, qreport = self.detector(cell.detector, cell.representation), None
         else:
-            det, qreport = self.quantized_detector(cell.detector, cell.detector_precision)
+            det, qreport = self.quantized_detector(cell.detector, cell.detector_precision, cell.representation)
         s = self._scored_sets(cell, det)
         y = np.r_[np.zeros(len(s["real"])), np.ones(len(s["fake"]))]
         scores = np.r_[s["real"], s["fake"]]
@@ -310,7 +330,7 @@ class World:
         ref = reference_precision(self.o.precisions)
         thr_cal = metrics.get("threshold_calibrated", thr)
         if cell.kind == "detector_precision":
-            ref_det = self.detector(cell.detector)
+            ref_det = self.detector(cell.detector, cell.representation)  # fp32, same input representation
             r = self._scored_sets(cell, ref_det)
             from quantfake.stats import delong_paired_test
 
@@ -325,11 +345,12 @@ class World:
         fake_res = self.fakes(cell.generator, cell.precision, cell.mode)
         extra = {"detector": det.describe(), "generation_key": fake_res.key,
                  "sample_paths": [str(im.path.resolve()) for im in fake_res.images[:4]],
-                 "tiny_training": self.trainings.get(cell.detector)}
+                 "tiny_training": self.trainings.get(detector_token(cell.detector, cell.representation))}
         if qreport is not None:
             extra["detector_quantization"] = qreport
             extra["detector_ms_per_image"] = self._detector_latency(det)
-            extra["reference_detector_ms_per_image"] = self._detector_latency(self.detector(cell.detector))
+            extra["reference_detector_ms_per_image"] = self._detector_latency(
+                self.detector(cell.detector, cell.representation))
         extra["format_warnings"] = self._format_warnings(cell)
         return CellResult(
             cell_id=cell.id, kind=cell.kind, params=cell.params(), metrics=metrics,

@@ -30,6 +30,7 @@ def main() -> None:
                      "ms_per_image": (c.get("extra") or {}).get("detector_ms_per_image"),
                      "ms_fp32": (c.get("extra") or {}).get("reference_detector_ms_per_image")})
     df = pd.DataFrame(rows)
+    # params['detector'] is the detector token: non-RGB inputs get their own column (r50nodown+npr)
     print(f"run {rec['run_id']} profile {rec['profile']}: {len(df)} cells, "
           f"{df.status.value_counts().to_dict()}")
     det = df[df.kind == "detection"]

@@ -6,6 +6,7 @@ from .checkpoints import MissingWeights, UnsafeCheckpoint, load_checkpoint, save
 from .loaded import PROFILES, LoadedDetector, load_detector
 from .preprocessing import PreprocessPolicy
 from .registry import DETECTORS, DetectorSpec, get_detector
+from .representation import REPRESENTATIONS, ResidualInput, get_representation
 from .scoring import ScoreCache, image_sha256, score_images
 
 _LAZY_TRAIN = ("TrainConfig", "TrainResult", "train_detector")
@@ -21,7 +22,8 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "DETECTORS", "PROFILES", "DetectorSpec", "LoadedDetector", "MissingWeights", "PreprocessPolicy",
-    "ScoreCache", "TrainConfig", "TrainResult", "UnsafeCheckpoint", "get_detector", "image_sha256",
-    "load_checkpoint", "load_detector", "save_state_dict", "score_images", "train_detector",
+    "DETECTORS", "PROFILES", "REPRESENTATIONS", "DetectorSpec", "LoadedDetector", "MissingWeights",
+    "PreprocessPolicy", "ResidualInput", "ScoreCache", "TrainConfig", "TrainResult", "UnsafeCheckpoint",
+    "get_detector", "get_representation", "image_sha256", "load_checkpoint", "load_detector", "save_state_dict",
+    "score_images", "train_detector",
 ]

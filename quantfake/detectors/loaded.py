@@ -19,6 +19,7 @@ from torch import nn
 from .checkpoints import MissingWeights, find_checkpoint, load_checkpoint
 from .preprocessing import PreprocessPolicy
 from .registry import DetectorSpec, get_detector
+from .representation import DEFAULT_REPRESENTATION, apply_representation, check_representation, detector_token
 
 PROFILES: tuple[str, ...] = ("tiny", "pretrained", "random")
 RANDOM_SEED = 0
@@ -35,6 +36,12 @@ class LoadedDetector:
     precision: str = "fp32"
     device: str = "cpu"
     backbone_dir: str | None = None
+    representation: str = DEFAULT_REPRESENTATION
+
+    @property
+    def token(self) -> str:
+        """``<id>`` or ``<id>+<representation>``: what the score cache and cell ids call this detector."""
+        return detector_token(self.spec.id, self.representation)
 
     def with_module(self, module: nn.Module, precision: str) -> LoadedDetector:
         """Same detector with a transformed (e.g. quantized) module, under a new precision name."""
@@ -44,6 +51,7 @@ class LoadedDetector:
         """Everything that made the scores (JSON-ready)."""
         return {
             "detector_id": self.spec.id, "name": self.spec.name, "profile": self.profile,
+            "representation": self.representation,
             "precision": self.precision, "device": self.device,
             "checkpoint_path": self.checkpoint_path, "checkpoint_sha256": self.checkpoint_sha256,
             "backbone_dir": self.backbone_dir,
@@ -60,16 +68,47 @@ def implementation(spec: DetectorSpec) -> ModuleType:
     return importlib.import_module(f"{__package__}.{spec.module}")
 
 
-def tiny_weights_path(tiny_dir: Path | str, detector_id: str) -> Path:
-    """Where :func:`train.train_detector` writes, and the tiny profile reads, the weights."""
-    return Path(tiny_dir) / f"{detector_id}.safetensors"
+def tiny_weights_path(tiny_dir: Path | str, detector_id: str, representation: str = DEFAULT_REPRESENTATION) -> Path:
+    """Where :func:`train.train_detector` writes, and the tiny profile reads, the weights.
+
+    ``<id>.safetensors`` for RGB, ``<id>+<representation>.safetensors`` otherwise.
+    """
+    return Path(tiny_dir) / f"{detector_token(detector_id, representation)}.safetensors"
 
 
-def build_module(spec: DetectorSpec, tiny: bool, backbone_dir: Path | None = None, seed: int = RANDOM_SEED) -> nn.Module:
-    """Seeded random init of the architecture (pretrained CLIP tower if ``backbone_dir``)."""
+def _representation_checkpoint(weights_dir: Path | str | None, detector_id: str, representation: str) -> Path:
+    """A non-RGB pretrained checkpoint: ``<weights-dir>/<id>+<representation>.safetensors``.
+
+    No upstream release exists for these; users train one (from the upstream RGB weights) with
+    ``quantfake train --detector <id> --representation <representation> --profile pretrained``.
+    """
+    token = detector_token(detector_id, representation)
+    hint = (f"train it: quantfake train --detector {detector_id} --representation {representation} "
+            f"--profile pretrained --weights-dir DIR --real REAL --fake FAKE --out DIR")
+    if weights_dir is None:
+        raise MissingWeights(f"detector {token}", [], hint="no weights dir given (pass --weights-dir); " + hint)
+    path = tiny_weights_path(weights_dir, detector_id, representation)
+    if not path.is_file():
+        raise MissingWeights(f"detector {token}", [path], hint=hint)
+    return path
+
+
+def build_module(
+    spec: DetectorSpec,
+    tiny: bool,
+    backbone_dir: Path | None = None,
+    seed: int = RANDOM_SEED,
+    representation: str = DEFAULT_REPRESENTATION,
+) -> nn.Module:
+    """Seeded random init of the architecture (pretrained CLIP tower if ``backbone_dir``).
+
+    A non-RGB ``representation`` wraps the same (identically initialised) network in its input transform.
+    """
+    check_representation(spec.id, representation)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return implementation(spec).build(tiny, backbone_dir)
+        module = implementation(spec).build(tiny, backbone_dir)
+    return apply_representation(module, representation)
 
 
 def load_detector(
@@ -81,14 +120,18 @@ def load_detector(
     tiny_dir: Path | str | None = None,
     checkpoint: Path | str | None = None,
     backbone_dir: Path | str | None = None,
+    representation: str = DEFAULT_REPRESENTATION,
 ) -> LoadedDetector:
     """A detector in eval mode on ``device``.
 
     ``checkpoint`` overrides the upstream file (e.g. a detector fine-tuned by :mod:`.train`:
     a safetensors of the whole module).  ``backbone_dir`` overrides the CLIP tower folder
-    (default ``weights_dir / spec.backbone_dir``).
+    (default ``weights_dir / spec.backbone_dir``).  A non-RGB ``representation`` reads
+    ``<id>+<representation>.safetensors`` (tiny dir, or weights dir for ``pretrained``).
     """
     spec = get_detector(detector_id)
+    check_representation(detector_id, representation)
+    token = detector_token(detector_id, representation)
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
     ckpt_path: Path | None = None
@@ -96,24 +139,29 @@ def load_detector(
     tower: Path | None = None
     if profile == "tiny":
         if tiny_dir is None and checkpoint is None:
-            raise MissingWeights(f"tiny {detector_id}", [], hint="pass tiny_dir (where train_detector wrote the weights)")
-        ckpt_path = Path(checkpoint) if checkpoint is not None else tiny_weights_path(tiny_dir, detector_id)  # type: ignore[arg-type]
+            raise MissingWeights(f"tiny {token}", [], hint="pass tiny_dir (where train_detector wrote the weights)")
+        ckpt_path = (Path(checkpoint) if checkpoint is not None
+                     else tiny_weights_path(tiny_dir, detector_id, representation))  # type: ignore[arg-type]
         if not ckpt_path.is_file():
-            raise MissingWeights(f"tiny {detector_id}", [ckpt_path], hint="train it with quantfake.detectors.train")
-        module = build_module(spec, tiny=True)
+            raise MissingWeights(f"tiny {token}", [ckpt_path], hint="train it with quantfake.detectors.train")
+        module = build_module(spec, tiny=True, representation=representation)
         loaded = load_checkpoint(ckpt_path)
         module.load_state_dict(loaded.state_dict, strict=True)
         ckpt_sha = loaded.sha256
         policy = spec.tiny_preprocess
     elif profile == "random":
-        module = build_module(spec, tiny=False)
+        module = build_module(spec, tiny=False, representation=representation)
+        if representation != DEFAULT_REPRESENTATION:
+            ckpt_sha = f"{ckpt_sha}+{representation}"
         policy = spec.preprocess
     else:
         if spec.backbone_dir is not None:
             tower = Path(backbone_dir) if backbone_dir is not None else _backbone_path(spec, weights_dir)
-        module = build_module(spec, tiny=False, backbone_dir=tower)
-        if checkpoint is not None:
-            ckpt_path = Path(checkpoint)
+        module = build_module(spec, tiny=False, backbone_dir=tower, representation=representation)
+        if checkpoint is not None or representation != DEFAULT_REPRESENTATION:
+            # no upstream release takes a non-RGB input: only whole-module checkpoints (ours) apply
+            ckpt_path = (Path(checkpoint) if checkpoint is not None
+                         else _representation_checkpoint(weights_dir, detector_id, representation))
             loaded = load_checkpoint(ckpt_path, trust_checkpoints)
             module.load_state_dict(loaded.state_dict, strict=True)
         else:
@@ -127,7 +175,7 @@ def load_detector(
         spec=spec, profile=profile, module=module, preprocess=policy,
         checkpoint_path=str(ckpt_path) if ckpt_path else None,
         checkpoint_sha256=ckpt_sha,
-        device=str(device), backbone_dir=str(tower) if tower else None,
+        device=str(device), backbone_dir=str(tower) if tower else None, representation=representation,
     )
 
 

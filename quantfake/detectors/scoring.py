@@ -3,8 +3,8 @@
 Images are identified by the SHA-256 of their PNG bytes.  Pass ``image_sha256`` when you
 have the files (hash of the file bytes); otherwise each image is PNG-encoded by PIL with
 fixed settings and that is hashed (deterministic for identical pixels).  Do not mix the two
-conventions within one cache.  The cache key is (image, detector id, effective precision,
-checkpoint SHA-256, preprocessing-policy SHA-256): anything that changes a score changes it.
+conventions within one cache.  The cache key is (image, detector id [+ input representation
+when not RGB], effective precision, checkpoint SHA-256, preprocessing-policy SHA-256): anything that changes a score changes it.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def score_images(
     keys: list[CacheKey] = []
     if cache is not None:
         hashes = list(image_sha256s) if image_sha256s is not None else [image_sha256(im) for im in pil]
-        prefix = (detector.spec.id, effective_precision(detector, autocast), detector.checkpoint_sha256,
+        # the token is the id for RGB (keys unchanged) and ``<id>+<representation>`` otherwise
+        prefix = (detector.token, effective_precision(detector, autocast), detector.checkpoint_sha256,
                   detector.preprocess.sha256())
         keys = [(h, *prefix) for h in hashes]
         hits = cache.get_many(keys)

@@ -32,6 +32,13 @@ from .checkpoints import file_sha256, save_state_dict
 from .loaded import build_module, load_detector, tiny_weights_path
 from .preprocessing import ImageBatch, as_pil_list
 from .registry import get_detector
+from .representation import (
+    DEFAULT_REPRESENTATION,
+    REPRESENTATIONS,
+    apply_representation,
+    check_representation,
+    detector_token,
+)
 from .scoring import image_sha256
 
 CACHE_FORMAT = 1
@@ -80,6 +87,7 @@ class TrainResult:
     train_seconds: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     init_checkpoint_sha256: str | None = None
+    representation: str = DEFAULT_REPRESENTATION
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,15 +103,21 @@ def train_detector(
     fake_sha256s: Sequence[str] | None = None,
     weights_dir: Path | str | None = None,
     trust_checkpoints: bool = False,
+    representation: str = DEFAULT_REPRESENTATION,
 ) -> TrainResult:
     """Train (or load from cache) ``detector_id`` on real (label 0) vs fake (label 1) images.
 
     Writes ``out_dir/<id>.safetensors`` (the whole module's state dict, loadable with
     ``load_detector(id, config.profile, tiny_dir=out_dir)`` or ``checkpoint=``) and
     ``out_dir/<id>.train.json``.  ``profile='pretrained'`` starts from the upstream
-    checkpoint found under ``weights_dir``.
+    checkpoint found under ``weights_dir``.  A non-RGB ``representation`` (e.g. ``npr``) trains
+    the detector on that input (from the upstream RGB weights for ``pretrained``) and writes
+    ``out_dir/<id>+<representation>.*``; it enters the cache key only when not ``rgb``, so RGB
+    keys and weights are those of a call without it.
     """
     spec = get_detector(detector_id)
+    check_representation(detector_id, representation)
+    token = detector_token(detector_id, representation)
     real, fake = as_pil_list(real_images), as_pil_list(fake_images)
     if not real or not fake:
         raise ValueError(f"need real and fake images, got {len(real)} real and {len(fake)} fake")
@@ -119,17 +133,22 @@ def train_detector(
     key_src = {"format": CACHE_FORMAT, "detector": detector_id, "config": asdict(config), "head_only": head_only,
                "real": real_h, "fake": fake_h, "init": init.checkpoint_sha256 if init else None,
                "torch": torch.__version__}
+    if representation != DEFAULT_REPRESENTATION:
+        key_src["representation"] = representation
     cache_key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path = tiny_weights_path(out_dir, detector_id)
-    meta_path = out_dir / f"{detector_id}.train.json"
-    with FileLock(str(out_dir / f"{detector_id}.lock")):
+    weights_path = tiny_weights_path(out_dir, detector_id, representation)
+    meta_path = out_dir / f"{token}.train.json"
+    with FileLock(str(out_dir / f"{token}.lock")):
         cached = _cached_result(meta_path, weights_path, cache_key)
         if cached is not None:
             return cached
-        module = init.module if init is not None else build_module(spec, tiny=True, seed=config.seed)
+        if init is not None:
+            module = apply_representation(init.module, representation)
+        else:
+            module = build_module(spec, tiny=True, seed=config.seed, representation=representation)
         policy = init.preprocess if init is not None else spec.tiny_preprocess
         x = policy(real + fake)
         y = torch.cat([torch.zeros(len(real)), torch.ones(len(fake))])
@@ -138,12 +157,15 @@ def train_detector(
         losses = _fit(module, x[train_idx], y[train_idx], config, head_only)
         seconds = time.perf_counter() - t0
         auc, acc = _evaluate(module, x[held_idx], y[held_idx], spec.fixed_threshold, config.batch_size)
-        sha = save_state_dict(module.state_dict(), weights_path, metadata={"cache_key": cache_key, "detector": detector_id})
+        metadata = {"cache_key": cache_key, "detector": detector_id}
+        if representation != DEFAULT_REPRESENTATION:
+            metadata["representation"] = representation
+        sha = save_state_dict(module.state_dict(), weights_path, metadata=metadata)
         result = TrainResult(
             detector_id=detector_id, weights_path=str(weights_path), weights_sha256=sha, cache_key=cache_key,
             cached=False, heldout_auc=auc, heldout_accuracy=acc, n_train=len(train_idx), n_heldout=len(held_idx),
             head_only=head_only, loss_history=losses, train_seconds=seconds, config=asdict(config),
-            init_checkpoint_sha256=init.checkpoint_sha256 if init else None,
+            init_checkpoint_sha256=init.checkpoint_sha256 if init else None, representation=representation,
         )
         _write_json_atomic(meta_path, result.as_dict())
         return result
@@ -258,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--real", type=Path, required=True, help="folder of real images (label 0)")
     ap.add_argument("--fake", type=Path, required=True, help="folder of fake images (label 1)")
     ap.add_argument("--out", type=Path, required=True, help="output folder for <id>.safetensors and <id>.train.json")
+    ap.add_argument("--representation", default=DEFAULT_REPRESENTATION, choices=sorted(REPRESENTATIONS),
+                    help="detector input: rgb (default) or npr (r50nodown, r50tf only; writes <id>+npr.safetensors)")
     ap.add_argument("--profile", default="tiny", choices=TRAIN_PROFILES)
     ap.add_argument("--weights-dir", type=Path, default=None, help="upstream weights (profile pretrained)")
     ap.add_argument("--trust-checkpoints", action="store_true", help="allow pickles that run code (only trusted files)")
@@ -271,11 +295,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--head-only", dest="head_only", action="store_true", default=None)
     ap.add_argument("--full", dest="head_only", action="store_false", help="fine-tune every layer")
     args = ap.parse_args(argv)
+    try:
+        check_representation(args.detector, args.representation)
+    except ValueError as exc:
+        ap.error(str(exc))
     real, real_h = _load_folder(args.real)
     fake, fake_h = _load_folder(args.fake)
     cfg = TrainConfig(profile=args.profile, seed=args.seed, epochs=args.epochs, head_only_epochs=args.head_only_epochs,
                       batch_size=args.batch_size, lr=args.lr, holdout_fraction=args.holdout_fraction, head_only=args.head_only)
-    res = train_detector(args.detector, real, fake, cfg, args.out, real_h, fake_h, args.weights_dir, args.trust_checkpoints)
+    res = train_detector(args.detector, real, fake, cfg, args.out, real_h, fake_h, args.weights_dir,
+                         args.trust_checkpoints, representation=args.representation)
     print(json.dumps({k: v for k, v in res.as_dict().items() if k != "loss_history"}, indent=2))
     return 0
 
