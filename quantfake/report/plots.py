@@ -16,6 +16,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
+# A full tiny report draws ~80 score plots before rendering them (each is closed by figure_png).
+matplotlib.rcParams["figure.max_open_warning"] = 0
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
