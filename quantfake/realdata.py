@@ -185,6 +185,18 @@ class RealSet:
         return path
 
 
+def _load_rgb(path: Path) -> tuple[Image.Image, dict[str, Any]]:
+    """Fully decode ``path`` to RGB and describe what it was (format, mode, JPEG, grayscale)."""
+    with Image.open(path) as image:
+        image.load()
+        info = {"source_format": image.format, "source_mode": image.mode,
+                "source_size": list(image.size)}
+        rgb = image.convert("RGB")
+    info["is_jpeg"] = info["source_format"] == "JPEG"
+    info["grayscale_converted"] = info["source_mode"] in _GRAY_MODES
+    return rgb, info
+
+
 def _open_source(source: PhotoSource) -> tuple[Image.Image, dict[str, Any]]:
     """Load a packaged photo as RGB and describe the original (mode, format, size)."""
     file_path = source.path()
@@ -193,14 +205,7 @@ def _open_source(source: PhotoSource) -> tuple[Image.Image, dict[str, Any]]:
             f"photo source {source.key!r} expected at {file_path} (package {source.package}); "
             "it is not in the installed wheel and will not be downloaded"
         )
-    with Image.open(file_path) as image:
-        image.load()
-        info = {"source_format": image.format, "source_mode": image.mode,
-                "source_size": list(image.size)}
-        rgb = image.convert("RGB")
-    info["is_jpeg"] = info["source_format"] == "JPEG"
-    info["grayscale_converted"] = info["source_mode"] in _GRAY_MODES
-    return rgb, info
+    return _load_rgb(file_path)
 
 
 def _resolve_sources(sources: Sequence[str] | None) -> list[PhotoSource]:
@@ -291,14 +296,7 @@ def _read_checked(path: Path) -> tuple[Image.Image, dict[str, Any]]:
     """verify() then a fresh full load(); raises on corrupt or truncated files."""
     with Image.open(path) as probe:
         probe.verify()
-    with Image.open(path) as image:
-        image.load()
-        info = {"source_format": image.format, "source_mode": image.mode,
-                "source_size": list(image.size)}
-        rgb = image.convert("RGB")
-    info["is_jpeg"] = info["source_format"] == "JPEG"
-    info["grayscale_converted"] = info["source_mode"] in _GRAY_MODES
-    return rgb, info
+    return _load_rgb(path)
 
 
 def load_real_dir(path: str | Path, size: int | None = None,

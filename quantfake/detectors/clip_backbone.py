@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from .checkpoints import MissingWeights
@@ -43,3 +44,24 @@ def build_tower(with_projection: bool, config: dict[str, Any] | None = None, fol
     if config is None:
         raise ValueError("build_tower needs a local folder or a CLIPVisionConfig dict")
     return cls(vision_config(**config))
+
+
+class CLIPLinearProbe(nn.Module):
+    """A CLIP tower plus one linear layer ``fc`` (CLIP-D and UnivFD differ only in the feature they probe)."""
+
+    def __init__(self, backbone: nn.Module, in_features: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(in_features, 1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.fc(feats)
+
+    def head_modules(self) -> list[nn.Module]:
+        return [self.fc]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .clip_backbone import VIT_L14, build_tower
+from .clip_backbone import VIT_L14, CLIPLinearProbe, build_tower
 from .preprocessing import CLIP_MEAN, CLIP_STD, PreprocessPolicy
 
 UPSTREAM_POLICY = PreprocessPolicy(
@@ -46,27 +46,16 @@ TINY_CONFIG: dict[str, object] = {
 }
 
 
-class ClipD(nn.Module):
+class ClipD(CLIPLinearProbe):
     """Frozen-by-default CLIP tower -> L2-normalised pooled feature -> linear; (N, 1)."""
 
     def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.fc = nn.Linear(backbone.config.hidden_size, 1)
+        super().__init__(backbone, backbone.config.hidden_size)
         nn.init.normal_(self.fc.weight, 0.0, 0.02)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self.backbone(pixel_values=x).pooler_output
         return F.normalize(pooled, dim=-1)
-
-    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.fc(feats)
-
-    def head_modules(self) -> list[nn.Module]:
-        return [self.fc]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def build(tiny: bool, backbone_dir: Path | None = None) -> ClipD:

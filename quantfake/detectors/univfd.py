@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .clip_backbone import VIT_L14, build_tower
+from .clip_backbone import VIT_L14, CLIPLinearProbe, build_tower
 from .preprocessing import CLIP_MEAN, CLIP_STD, PreprocessPolicy
 
 UPSTREAM_POLICY = PreprocessPolicy(
@@ -41,25 +41,14 @@ TINY_CONFIG: dict[str, object] = {
 }
 
 
-class UnivFD(nn.Module):
+class UnivFD(CLIPLinearProbe):
     """Frozen-by-default CLIP tower -> projected image embedding -> linear; (N, 1)."""
 
     def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.fc = nn.Linear(backbone.config.projection_dim, 1)
+        super().__init__(backbone, backbone.config.projection_dim)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(pixel_values=x).image_embeds
-
-    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.fc(feats)
-
-    def head_modules(self) -> list[nn.Module]:
-        return [self.fc]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def build(tiny: bool, backbone_dir: Path | None = None) -> UnivFD:
