@@ -25,6 +25,8 @@ def _run(argv: list[str]) -> int:
     args = [str(bench), "-p", "no:cacheprovider", *argv]
     if not any(a.startswith("--rootdir") for a in argv):
         args += ["--rootdir", str(bench.parent)]
+    if (bench.parent / "pyproject.toml").exists() and not any(a in ("-c", "--config-file") for a in argv):
+        args += ["-c", str(bench.parent / "pyproject.toml")]  # the checkout's pytest settings, from anywhere
     return int(pytest.main(args))
 
 
