@@ -1,0 +1,52 @@
+"""The efficiency cells' decisions (which cells exist, which skip and why), without timing anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from quantfake.efficiency.cells import DetectorEfficiencyCell, EfficiencyCell
+from quantfake.efficiency.runner import (
+    DEADLINE_ENV,
+    cell_params,
+    deadline_skip_reason,
+    detector_skip_reason,
+    generator_skip_reason,
+    overhead_message,
+)
+from quantfake.options import build_options
+
+
+def test_cell_params_follow_the_options() -> None:
+    o = build_options({"generators": "sd3,flux", "precisions": "fp32,nf4", "detectors": "npr"})
+    assert [i for i, _ in cell_params("effic_cell", o)] == [
+        "effic-sd3-fp32", "effic-sd3-nf4", "effic-flux-fp32", "effic-flux-nf4"]
+    assert [i for i, _ in cell_params("overhead_generator", o)] == ["effic-overhead-sd3", "effic-overhead-flux"]
+    assert all(i.startswith("effic-det-npr-") for i, _ in cell_params("det_cell", o))
+    random = build_options({"profile": "random", "generators": "sd3"})
+    assert cell_params("overhead_generator", random) == []  # no whole pipeline without weights
+    with pytest.raises(ValueError, match="accepted"):
+        cell_params("nope", o)
+
+
+def test_skip_reasons_name_the_cause() -> None:
+    assert generator_skip_reason(EfficiencyCell("sd3", "fp32", False), "cpu", "tiny") is None
+    assert "GPU only" in generator_skip_reason(EfficiencyCell("sdxl", "bf16", False), "cpu", "random")
+    assert "GPU only" in generator_skip_reason(EfficiencyCell("sd3", "bf16", True), "cpu", "tiny")
+    assert "CUDA" in generator_skip_reason(EfficiencyCell("flux", "fp8dq", False), "cpu", "tiny")
+    assert detector_skip_reason(DetectorEfficiencyCell("npr", "fp32", 1), "cpu", "tiny") is None
+    assert "GPU only" in detector_skip_reason(DetectorEfficiencyCell("npr", "fp16", 1), "cpu", "tiny")
+
+
+def test_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DEADLINE_ENV, raising=False)
+    assert deadline_skip_reason() is None
+    monkeypatch.setenv(DEADLINE_ENV, "100")
+    assert deadline_skip_reason(now=99.0) is None
+    assert "time budget spent" in deadline_skip_reason(now=101.0)
+
+
+def test_overhead_message_reports_ratio_and_tolerance() -> None:
+    extra = {"generator": "sd3", "overhead_pct": 31.2, "overhead_ratio_ci95": [1.27, 1.35],
+             "overhead_tolerance": 0.25}
+    msg = overhead_message(extra)
+    assert "sd3" in msg and "31.2" in msg and "1.270" in msg and "25%" in msg
