@@ -115,6 +115,7 @@ class World:
         self._detectors: dict[tuple[str, str, str], Any] = {}  # (detector id, representation, precision)
         self._pools: dict[str, RealSet] | None = None
         self._score_cache: Any = None
+        self._format_checks: dict[tuple[str, str, str], list[str]] = {}
         self.samples: dict[str, dict[str, list[str]]] = {}
         # Test-only fault injection: replace this fraction of each cell's fakes by evaluation reals, so a test
         # can prove that the baseline gate fails on a real degradation (never set outside tests).
@@ -351,7 +352,7 @@ class World:
             extra["detector_ms_per_image"] = self._detector_latency(det)
             extra["reference_detector_ms_per_image"] = self._detector_latency(
                 self.detector(cell.detector, cell.representation))
-        extra["format_warnings"] = self._format_warnings(cell)
+        extra["format_warnings"] = self._format_warnings_for(cell.generator, cell.precision, cell.mode)
         return CellResult(
             cell_id=cell.id, kind=cell.kind, params=cell.params(), metrics=metrics,
             ci95={k: [v.lo, v.hi] for k, v in ci.items()}, se={k: v.se for k, v in ci.items()},
@@ -361,6 +362,13 @@ class World:
                      "generated": fake_res.generated},
             extra=extra,
         )
+
+    def _format_warnings_for(self, generator: str, precision: str, mode: str) -> list[str]:
+        """Once per image set, not once per detector."""
+        key = (generator, precision, mode)
+        if key not in self._format_checks:
+            self._format_checks[key] = self._format_warnings(CellSpec("detection", generator, precision, mode))
+        return list(self._format_checks[key])
 
     def _format_warnings(self, cell: CellSpec) -> list[str]:
         """Format-confound warnings (reals and fakes differing in format, size or JPEG history)."""
