@@ -142,6 +142,15 @@ def _require_both_classes(y: NDArray[np.int8], what: str) -> None:
         raise ValueError(f"{what} needs both reals (0) and fakes (1); got {y.size - n_fake} reals, {n_fake} fakes")
 
 
+def _counts_above(y: NDArray[np.int8], s: NDArray[np.float64]) -> tuple[NDArray, NDArray, NDArray[np.float64]]:
+    """Scores sorted high to low, the index of the last score of each tie, and true positives there."""
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s_sorted)), s_sorted.size - 1]
+    tps = np.cumsum(y_sorted)[last_of_tie].astype(np.float64)
+    return s_sorted, last_of_tie, tps
+
+
 def roc_curve(y_true: ArrayLike, scores: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Empirical ROC: (fpr, tpr, thresholds), starting at (0, 0) with threshold +inf.
 
@@ -150,10 +159,7 @@ def roc_curve(y_true: ArrayLike, scores: ArrayLike) -> tuple[NDArray[np.float64]
     """
     y, s = _validate(y_true, scores)
     _require_both_classes(y, "roc_curve")
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s_sorted)), s_sorted.size - 1]
-    tps = np.cumsum(y_sorted)[last_of_tie].astype(np.float64)
+    s_sorted, last_of_tie, tps = _counts_above(y, s)
     fps = (last_of_tie + 1 - tps).astype(np.float64)
     tpr = np.r_[0.0, tps / tps[-1]]
     fpr = np.r_[0.0, fps / fps[-1]]
@@ -177,10 +183,7 @@ def average_precision(y_true: ArrayLike, scores: ArrayLike) -> float:
     """Step-wise AP, sum over distinct thresholds of (R_k - R_{k-1}) * P_k (no interpolation)."""
     y, s = _validate(y_true, scores)
     _require_both_classes(y, "average_precision")
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s_sorted)), s_sorted.size - 1]
-    tps = np.cumsum(y_sorted)[last_of_tie].astype(np.float64)
+    _, last_of_tie, tps = _counts_above(y, s)
     precision = tps / (last_of_tie + 1)
     recall = tps / tps[-1]
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
@@ -189,6 +192,10 @@ def average_precision(y_true: ArrayLike, scores: ArrayLike) -> float:
 def eer(y_true: ArrayLike, scores: ArrayLike) -> float:
     """Equal error rate: where FPR equals FNR, linearly interpolated on the ROC."""
     fpr, tpr, _ = roc_curve(y_true, scores)
+    return _eer_on_roc(fpr, tpr)
+
+
+def _eer_on_roc(fpr: NDArray[np.float64], tpr: NDArray[np.float64]) -> float:
     fnr = 1.0 - tpr
     gap = fnr - fpr  # starts at +1, ends at -1, non-increasing
     i = int(np.argmax(gap <= 0))
@@ -204,6 +211,10 @@ def tpr_at_fpr(y_true: ArrayLike, scores: ArrayLike, max_fpr: float) -> float:
     if not 0.0 <= max_fpr <= 1.0:
         raise ValueError(f"max_fpr must be in [0, 1], got {max_fpr!r}")
     fpr, tpr, _ = roc_curve(y_true, scores)
+    return _tpr_on_roc(fpr, tpr, max_fpr)
+
+
+def _tpr_on_roc(fpr: NDArray[np.float64], tpr: NDArray[np.float64], max_fpr: float) -> float:
     return float(tpr[fpr <= max_fpr + 1e-12].max())
 
 
@@ -293,12 +304,13 @@ def compute_metrics(
     """
     y, s = _validate(y_true, scores)
     _require_both_classes(y, "compute_metrics")
+    fpr, tpr, _ = roc_curve(y, s)  # once: EER and both TPR@FPR read the same curve (bootstrap hot path)
     out: dict[str, float] = {
         "auc": roc_auc(y, s),
         "ap": average_precision(y, s),
-        "eer": eer(y, s),
-        "tpr_at_fpr1": tpr_at_fpr(y, s, 0.01),
-        "tpr_at_fpr5": tpr_at_fpr(y, s, 0.05),
+        "eer": _eer_on_roc(fpr, tpr),
+        "tpr_at_fpr1": _tpr_on_roc(fpr, tpr, 0.01),
+        "tpr_at_fpr5": _tpr_on_roc(fpr, tpr, 0.05),
     }
     thresholds: dict[str, float] = {"fixed": float(fixed_threshold)}
     if calibration_real_scores is not None:

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from quantfake.generate import GenerationRequest, generate, request_key
 from quantfake.loading import LoadedPipeline, load_pipeline
@@ -16,13 +15,7 @@ MANIFEST_FIELDS = ("prompt", "seed", "generator", "precision", "mode", "steps", 
                    "device", "seconds", "sha256", "model")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core CI box, thread oversubscription makes these tiny models ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -31,13 +31,7 @@ CPU_PRECISIONS = tuple(p for p in DEFAULT_PRECISIONS if unavailable_reason(get_p
 QUANTIZED_CLASS = {"int8": "Linear8bitLt", "nf4": "Linear4bit", "fp4": "Linear4bit"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core CI box, thread oversubscription makes these tiny models ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
