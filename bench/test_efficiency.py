@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from quantfake.efficiency import runner
-from quantfake.efficiency.runner import OVERHEAD_TOLERANCE, CellSkipped
+from quantfake.efficiency.runner import CellSkipped
 
 
 def _cell(fn: Callable[..., Any], *args: Any) -> Any:
@@ -60,7 +60,7 @@ def test_generation_overhead(overhead_generator, qf_options, effic_device, bench
     extra = _cell(runner.run_overhead_cell, overhead_generator, qf_options, effic_device, benchmark)
     if not extra["oom"]:
         low, _high = extra["overhead_ratio_ci95"]
-        assert low <= 1.0 + OVERHEAD_TOLERANCE, runner.overhead_message(extra)
+        assert low <= 1.0 + extra["overhead_tolerance"], runner.overhead_message(extra)
 
 
 def test_detector_efficiency(det_cell, qf_options, effic_device, benchmark) -> None:

@@ -50,3 +50,10 @@ def test_overhead_message_reports_ratio_and_tolerance() -> None:
              "overhead_tolerance": 0.25}
     msg = overhead_message(extra)
     assert "sd3" in msg and "31.2" in msg and "1.270" in msg and "25%" in msg
+
+
+def test_overhead_tolerance_is_the_gpu_target_on_cuda() -> None:
+    from quantfake.efficiency.runner import overhead_tolerance
+
+    assert overhead_tolerance("cuda:1") == 0.03
+    assert overhead_tolerance("cpu") == 0.25

@@ -47,7 +47,9 @@ REPEATS: dict[str, dict[str, int]] = {
     # one full-size step is 50 ms .. 3 s: few repeats keep a 45-cell H100 run inside its time box
     "cuda": {"warmup": 1, "repeats": 3, "rounds": 2, "e2e_warmup": 1, "e2e_repeats": 3, "overhead_pairs": 6},
 }
-OVERHEAD_TOLERANCE = 0.25  # the guard fails only when the suite is shown (CI lower bound) to be >25 % slower
+#: the guard fails only when the suite is shown (CI lower bound of the paired ratio) to be slower than this:
+#: 3 % on a GPU (the target), 25 % on a shared 2-core CPU runner where neighbours add noise of that size
+OVERHEAD_TOLERANCE: dict[str, float] = {"cpu": 0.25, "cuda": 0.03}
 DEADLINE_ENV = "QUANTFAKE_EFFIC_DEADLINE"  # epoch seconds after which remaining cells skip (time-boxed runs)
 TF32_ENV = "QUANTFAKE_TF32"  # "1": fp32 matmuls may use TF32 on GPU; recorded per cell
 #: the bench module's parametrized fixtures; :func:`cell_params` lists each one's (id, value) pairs
@@ -220,7 +222,7 @@ def run_overhead_cell(generator: str, options: Any, device: str, benchmark: Any)
                              "size": size, "steps": steps, "images": IMAGES_PER_STEP}
     extra.update(oom_guarded(lambda: measure_generation_overhead(
         loaded, steps, size, device, pairs=reps["overhead_pairs"], warmup=1, images=IMAGES_PER_STEP)))
-    extra["overhead_tolerance"] = OVERHEAD_TOLERANCE
+    extra["overhead_tolerance"] = overhead_tolerance(device)
 
     def bare() -> Any:
         with torch.inference_mode():
@@ -228,6 +230,11 @@ def run_overhead_cell(generator: str, options: Any, device: str, benchmark: Any)
 
     run_benchmark(benchmark, bare, device, 1, extra)
     return extra
+
+
+def overhead_tolerance(device: str) -> float:
+    """The :data:`OVERHEAD_TOLERANCE` of a device string (``cuda:1`` -> cuda)."""
+    return OVERHEAD_TOLERANCE["cuda" if device.startswith("cuda") else "cpu"]
 
 
 def overhead_message(extra: dict[str, Any]) -> str:
