@@ -1,26 +1,42 @@
 #!/usr/bin/env bash
-# The GPU efficiency runs (issues 3 and 5), in two stages that each fit one 10-minute device command.
+# The GPU efficiency runs (issues 3 and 5), as stages that fit 10-minute device commands.
 #
-#   scripts/gpu_efficiency.sh quick      detectors (5 x bf16/fp16/fp32 x batch 1/64, full-size architectures),
-#                                        the overhead guard on the tiny pipelines (suite path vs bare diffusers
-#                                        call, alternating), and a 4-cell SD1.5 smoke of the generator grid
-#   scripts/gpu_efficiency.sh grid       full-size denoisers with random weights (profile "random") for
-#                                        flux, sdxl, sd3, sd35, sd15 x fp32 fp16 bf16 fp8 int8 nf4 fp4 fp8dq
-#                                        int8wo, then torch.compile for bf16 and fp8dq on sdxl, sd3, flux
-#   scripts/gpu_efficiency.sh            both, one after the other
+#   detectors  5 detectors x bf16/fp16/fp32 x batch 1/64, full-size architectures, random init
+#   overhead   the overhead guard on the tiny pipelines at 28 steps (suite path vs bare diffusers call,
+#              alternating; a 64 px tiny image is ~10 ms of GPU work per step, so 28 steps is the shortest
+#              realistic call; the fixed per-image cost is recorded as overhead_ms_per_image)
+#   smoke      4 SD1.5 cells of the generator grid (bf16 nf4 int8 fp8dq): a quick check before the grid
+#   eager      full-size denoisers with random weights (profile "random") for $GENERATORS x fp32 fp16 bf16
+#              fp8 int8 nf4 fp4 fp8dq int8wo, one JSON per generator
+#   compile    torch.compile for bf16 and fp8dq on $COMPILE_GENERATORS, one JSON per generator
+#   quick      = detectors overhead smoke;   grid = eager compile;   default: quick grid
 #
 # Sizing: each generator runs at its native resolution (SD1.5 512x512; SDXL, SD3, SD3.5, Flux 1024x1024),
 # one image per step (two denoiser rows under CFG, one for Flux-dev's embedded guidance), warm-up 1 + 3
 # timed steps + 2 pytest-benchmark rounds. fp32 runs with TF32 matmuls allowed (QUANTFAKE_TF32=1; every
 # cell records float32_matmul_precision). QUANTFAKE_EFFIC_DEADLINE makes cells past the time box skip with
-# a reason, so the JSON is always written. Flux goes first: the largest model and the study's focus.
+# a reason, so each JSON is always written: a step stops starting cells once BUDGET_S (default 560 s from
+# the script's start) minus its longest cell (40 s eager, 200 s for a compile) has passed.
 #
-# Usage (repository root, on the GPU machine):  OUT=/some/dir scripts/gpu_efficiency.sh [quick|grid]
+# Usage (repository root, on the GPU machine):
+#   OUT=/some/dir [GENERATORS=flux,sdxl] [BUDGET_S=560] scripts/gpu_efficiency.sh [stage ...]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-reports/gpu}"
-STAGE="${1:-all}"
-case "$STAGE" in quick|grid|all) ;; *) echo "unknown stage '$STAGE'; accepted: quick, grid, all" >&2; exit 2;; esac
+GENERATORS="${GENERATORS:-flux,sdxl,sd3,sd35,sd15}"
+COMPILE_GENERATORS="${COMPILE_GENERATORS:-sdxl,sd3,flux}"
+BUDGET_S="${BUDGET_S:-560}"
+STAGES=()
+for s in "${@:-quick grid}"; do
+  for t in $s; do
+    case "$t" in
+      quick) STAGES+=(detectors overhead smoke);;
+      grid) STAGES+=(eager compile);;
+      detectors|overhead|smoke|eager|compile) STAGES+=("$t");;
+      *) echo "unknown stage '$t'; accepted: detectors overhead smoke eager compile quick grid" >&2; exit 2;;
+    esac
+  done
+done
 mkdir -p "$OUT"
 START=$(date +%s)
 
@@ -33,28 +49,32 @@ STORE="${QUANTFAKE_STORE:-/tmp/quantfake-store}"
 COMMON=(-p no:cacheprovider -q -rs --device cuda --store "$STORE" --no-report)
 GRID_PRECISIONS=fp32,fp16,bf16,fp8,int8,nf4,fp4,fp8dq,int8wo
 RC=0
-step() {  # step NAME DEADLINE_OFFSET_S PYTEST_ARGS...: one pytest invocation writing $OUT/NAME.json
-  local name=$1 offset=$2; shift 2
-  QUANTFAKE_EFFIC_DEADLINE=$((START + offset)) python3 -m pytest bench/test_efficiency.py "${COMMON[@]}" "$@" \
-    --benchmark-json "$OUT/$name.json"
+step() {  # step NAME RESERVE_S PYTEST_ARGS...: one pytest invocation writing $OUT/NAME.json
+  local name=$1 reserve=$2; shift 2
+  QUANTFAKE_EFFIC_DEADLINE=$((START + BUDGET_S - reserve)) python3 -m pytest bench/test_efficiency.py \
+    "${COMMON[@]}" "$@" --benchmark-json "$OUT/$name.json"
   local rc=$?
   echo "== $name: rc=$rc at +$(( $(date +%s) - START )) s"
   [ "$rc" -ne 0 ] && RC=$rc
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
+for stage in "${STAGES[@]}"; do
+  case "$stage" in
+    detectors) step effic_detectors 30 --profile random -k effic-det;;
+    overhead) step effic_overhead 20 --profile tiny -k overhead --generators sd15,sdxl,sd3,flux --precisions fp32 \
+                --steps 28;;
+    smoke) step effic_smoke 30 --profile random -k test_generator_efficiency --generators sd15 \
+             --precisions bf16,nf4,int8,fp8dq;;
+    eager) for g in ${GENERATORS//,/ }; do
+             step "effic_random_$g" 40 --profile random -k test_generator_efficiency --generators "$g" \
+               --precisions "$GRID_PRECISIONS"
+           done;;
+    compile) for g in ${COMPILE_GENERATORS//,/ }; do
+               step "effic_random_compile_$g" 200 --profile random --compile --generators "$g" --precisions bf16,fp8dq
+             done;;
+  esac
+done
 
-if [ "$STAGE" = quick ] || [ "$STAGE" = all ]; then
-  step effic_detectors 240 --profile random -k effic-det
-  step effic_overhead 330 --profile tiny -k overhead --generators sd15,sdxl,sd3,flux --precisions fp32
-  step effic_smoke 420 --profile random -k test_generator_efficiency --generators sd15 --precisions bf16,nf4,int8,fp8dq
-fi
-if [ "$STAGE" = all ]; then START=$(date +%s); fi  # the grid gets its own time box
-if [ "$STAGE" = grid ] || [ "$STAGE" = all ]; then
-  step effic_random 400 --profile random -k test_generator_efficiency \
-    --generators flux,sdxl,sd3,sd35,sd15 --precisions "$GRID_PRECISIONS"
-  step effic_random_compile 550 --profile random --compile --generators sdxl,sd3,flux --precisions bf16,fp8dq
-fi
-
-echo "stage $STAGE: rc=$RC, JSON in $OUT"
+echo "stages ${STAGES[*]}: rc=$RC, JSON in $OUT"
 exit "$RC"

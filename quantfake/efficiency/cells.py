@@ -403,7 +403,9 @@ def measure_generation_overhead(loaded: Any, steps: int, size: int, device: Devi
     summary = comparison.as_dict()
     return {"overhead_ratio_median": summary["ratio_median"], "overhead_ratio_ci95": summary["ratio_ci95"],
             "overhead_pct": summary["overhead_pct"], "overhead_pairs": summary["pairs"],
-            "suite_median_ms": summary["a_median_ms"], "bare_median_ms": summary["b_median_ms"]}
+            "suite_median_ms": summary["a_median_ms"], "bare_median_ms": summary["b_median_ms"],
+            # the fixed cost the suite adds (store writes with fsync, manifest, lock), whatever the model's speed
+            "overhead_ms_per_image": (summary["a_median_ms"] - summary["b_median_ms"]) / images}
 
 
 # --------------------------------------------------------------------------------------------------
