@@ -1,0 +1,118 @@
+"""Markdown tables of committed efficiency benchmark JSON (generators, detectors, overhead guard).
+
+Reads every pytest-benchmark JSON under a folder (default ``benchmarks/h100``) written by
+``bench/test_efficiency.py`` and prints the tables quoted in the README and in issue notes.
+
+    python scripts/effic_table.py [benchmarks/h100]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from quantfake.precisions import PRECISIONS
+from quantfake.report.record import load_benchmark_json
+
+GIB = 2**30
+
+
+def load(folder: Path) -> pd.DataFrame:
+    """One row per benchmark of every readable JSON in ``folder`` (empty files, from killed runs, skipped)."""
+    frames = []
+    for path in sorted(folder.glob("*.json")):
+        if path.stat().st_size == 0:
+            print(f"skipped {path}: empty (its run was stopped before pytest-benchmark wrote it)", file=sys.stderr)
+            continue
+        payload = load_benchmark_json(path)  # every extra_info field becomes a column
+        frames.append(pd.DataFrame([{**(b.get("extra_info") or {}), "name": b["name"], "file": path.name}
+                                    for b in payload["benchmarks"]]))
+    if not frames:
+        raise SystemExit(f"no pytest-benchmark JSON in {folder}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _extra(frame: pd.DataFrame, key: str) -> pd.Series:
+    """An extra_info field as a column (NaN where a benchmark lacks it)."""
+    return frame[key] if key in frame else pd.Series([None] * len(frame), index=frame.index)
+
+
+def generator_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per generator x precision (x compile): step latency, ratio to eager bf16, weights, peak, TFLOP/s, roofline."""
+    gen = frame[_extra(frame, "step_ms").notna()].copy()
+    gen["compile"] = gen["compile"].fillna(False).astype(bool)
+    gen["smoke"] = gen["file"].str.contains("smoke")
+    gen = gen.sort_values("smoke").drop_duplicates(["generator", "precision", "compile"])  # the grid beats the smoke
+    bf16 = gen[(gen["precision"] == "bf16") & ~gen["compile"]].set_index("generator")["step_ms"]
+    rows = []
+    for _, r in gen.sort_values(["generator", "compile", "step_ms"]).iterrows():
+        rows.append({
+            "generator": r["generator"], "precision": r["precision"] + (" +compile" if r["compile"] else ""),
+            "rows x latent": f"{int(r['step_batch'])} x {int(r['latent_size'])}",
+            "step ms (median)": f"{r['step_ms']:.1f}", "min": f"{r['step_min_ms']:.1f}",
+            "vs bf16": f"{r['step_ms'] / bf16[r['generator']]:.2f}" if r["generator"] in bf16 else "-",
+            "weights GiB": f"{r['weights_bytes'] / GIB:.2f}", "peak GiB": f"{r['peak_vram_gib']:.2f}",
+            "TFLOP/step": f"{r['flops_per_step'] / 1e12:.2f}", "TFLOP/s": f"{r['tflops_per_s']:.0f}",
+            "of peak": f"{r['roofline_fraction']:.0%}",
+        })
+    return pd.DataFrame(rows)
+
+
+def compact_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Precision rows x generator columns: "median step ms (x eager bf16), weight GiB" (the README table)."""
+    full = generator_table(frame)
+    full["cell"] = full["step ms (median)"] + " ms (" + full["vs bf16"] + "x), " + full["weights GiB"] + " GiB"
+    registry = list(PRECISIONS)  # rows in the registry's order, compiled variants last
+    order = sorted(set(full["precision"]), key=lambda p: (" " in p, registry.index(p.split()[0])))
+    table = full.pivot(index="precision", columns="generator", values="cell").reindex(order).fillna("-")
+    return table.reset_index()
+
+
+def detector_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per detector x dtype x batch: images/s, peak memory, FLOP-bound images/s and the fraction reached."""
+    det = frame[_extra(frame, "images_per_s").notna()]
+    rows = []
+    for _, r in det.sort_values(["detector", "precision", "batch"]).iterrows():
+        rows.append({
+            "detector": r["detector"], "dtype": r["precision"], "batch": int(r["batch"]),
+            "input": f"{int(r['input_size'])} px", "images/s": f"{r['images_per_s']:.0f}",
+            "batch ms": f"{r['batch_ms']:.1f}", "peak GiB": f"{r['peak_vram_gib']:.2f}",
+            "GFLOP/image": f"{r['flops_per_image'] / 1e9:.1f}",
+            "FLOP-bound images/s": f"{r['flop_bound_images_per_s']:.0f}", "of bound": f"{r['roofline_fraction']:.1%}",
+        })
+    return pd.DataFrame(rows)
+
+
+def overhead_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Overhead guard: suite vs bare median ms, the paired ratio and its 95 % CI, the fixed cost per image."""
+    ov = frame[_extra(frame, "overhead_ratio_median").notna()]
+    rows = []
+    for _, r in ov.sort_values(["file", "generator"]).iterrows():
+        low, high = r["overhead_ratio_ci95"]
+        rows.append({
+            "file": r["file"], "generator": r["generator"], "steps": int(r["steps"]),
+            "suite ms": f"{r['suite_median_ms']:.1f}", "bare ms": f"{r['bare_median_ms']:.1f}",
+            "ratio (median)": f"{r['overhead_ratio_median']:.3f}", "95% CI": f"{low:.3f}..{high:.3f}",
+            "ms/image": f"{r['suite_median_ms'] - r['bare_median_ms']:.1f}",
+            "guard": "fail" if low > 1 + r["overhead_tolerance"] else "pass",
+        })
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str]) -> None:
+    folder = Path(argv[0] if argv else "benchmarks/h100")
+    frame = load(folder)
+    names = sorted({str(n) for n in _extra(frame, "device_name").dropna()})
+    print(f"device: {', '.join(names) or 'unknown'}; torch {', '.join(sorted(set(_extra(frame, 'torch_version').dropna())))}\n")
+    for title, table in (("Summary: median step latency (ratio to eager bf16), weights", compact_table(frame)),
+                         ("Generators (one denoiser step, random weights)", generator_table(frame)),
+                         ("Detectors (random init, native input size)", detector_table(frame)),
+                         ("Overhead guard", overhead_table(frame))):
+        if not table.empty:
+            print(f"### {title}\n\n{table.to_markdown(index=False)}\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
