@@ -8,7 +8,9 @@
 #   smoke      4 SD1.5 cells of the generator grid (bf16 nf4 int8 fp8dq): a quick check before the grid
 #   eager      full-size denoisers with random weights (profile "random") for $GENERATORS x fp32 fp16 bf16
 #              fp8 int8 nf4 fp4 fp8dq int8wo, one JSON per generator
-#   compile    torch.compile for bf16 and fp8dq on $COMPILE_GENERATORS, one JSON per generator
+#   compile    torch.compile for $COMPILE_PRECISIONS on $COMPILE_GENERATORS, one process and JSON per cell,
+#              each killed after COMPILE_TIMEOUT_S (on the H100, SDXL bf16 compiled in 17 s and Flux bf16 in
+#              73 s, while SDXL fp8dq and SD3 int8wo were still compiling after 8 min and 215 s)
 #   quick      = detectors overhead smoke;   grid = eager compile;   default: quick grid
 #
 # Sizing: each generator runs at its native resolution (SD1.5 512x512; SDXL, SD3, SD3.5, Flux 1024x1024),
@@ -16,7 +18,8 @@
 # timed steps + 2 pytest-benchmark rounds. fp32 runs with TF32 matmuls allowed (QUANTFAKE_TF32=1; every
 # cell records float32_matmul_precision). QUANTFAKE_EFFIC_DEADLINE makes cells past the time box skip with
 # a reason, so each JSON is always written: a step stops starting cells once BUDGET_S (default 560 s from
-# the script's start) minus its longest cell (40 s eager, 200 s for a compile) has passed.
+# the script's start) minus its longest cell (40 s eager) has passed; a compile cell starts only when
+# COMPILE_TIMEOUT_S still fits in the budget.
 #
 # Usage (repository root, on the GPU machine):
 #   OUT=/some/dir [GENERATORS=flux,sdxl] [BUDGET_S=560] scripts/gpu_efficiency.sh [stage ...]
@@ -24,7 +27,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-reports/gpu}"
 GENERATORS="${GENERATORS:-flux,sdxl,sd3,sd35,sd15}"
-COMPILE_GENERATORS="${COMPILE_GENERATORS:-sdxl,sd3,flux}"
+COMPILE_GENERATORS="${COMPILE_GENERATORS:-sdxl,flux,sd3}"
+COMPILE_PRECISIONS="${COMPILE_PRECISIONS:-bf16,int8wo,fp8dq}"
+COMPILE_TIMEOUT_S="${COMPILE_TIMEOUT_S:-240}"  # inductor on a quantized model can autotune for many minutes
 BUDGET_S="${BUDGET_S:-560}"
 STAGES=()
 for s in "${@:-quick grid}"; do
@@ -49,13 +54,15 @@ STORE="${QUANTFAKE_STORE:-/tmp/quantfake-store}"
 COMMON=(-p no:cacheprovider -q -rs --device cuda --store "$STORE" --no-report)
 GRID_PRECISIONS=fp32,fp16,bf16,fp8,int8,nf4,fp4,fp8dq,int8wo
 RC=0
+TIMEOUT=()
 step() {  # step NAME RESERVE_S PYTEST_ARGS...: one pytest invocation writing $OUT/NAME.json
   local name=$1 reserve=$2; shift 2
-  QUANTFAKE_EFFIC_DEADLINE=$((START + BUDGET_S - reserve)) python3 -m pytest bench/test_efficiency.py \
+  QUANTFAKE_EFFIC_DEADLINE=$((START + BUDGET_S - reserve)) "${TIMEOUT[@]}" python3 -m pytest bench/test_efficiency.py \
     "${COMMON[@]}" "$@" --benchmark-json "$OUT/$name.json"
   local rc=$?
   echo "== $name: rc=$rc at +$(( $(date +%s) - START )) s"
   [ "$rc" -ne 0 ] && RC=$rc
+  TIMEOUT=()
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
@@ -71,7 +78,15 @@ for stage in "${STAGES[@]}"; do
                --precisions "$GRID_PRECISIONS"
            done;;
     compile) for g in ${COMPILE_GENERATORS//,/ }; do
-               step "effic_random_compile_$g" 200 --profile random --compile --generators "$g" --precisions bf16,fp8dq
+               for p in ${COMPILE_PRECISIONS//,/ }; do  # one process per cell: a stuck compile loses one cell
+                 if [ $(( $(date +%s) + COMPILE_TIMEOUT_S )) -gt $(( START + BUDGET_S )) ]; then
+                   echo "== compile $g $p: skipped, less than COMPILE_TIMEOUT_S=$COMPILE_TIMEOUT_S s of the budget left"
+                   continue
+                 fi
+                 TIMEOUT=(timeout -k 10 "$COMPILE_TIMEOUT_S")
+                 step "effic_random_compile_${g}_$p" 0 --profile random \
+                   --compile --generators "$g" --precisions "$p"
+               done
              done;;
   esac
 done
