@@ -29,6 +29,7 @@ from quantfake.detectors import (
 from quantfake.detectors.loaded import build_module, implementation
 from quantfake.detectors.npr import npr_residual
 from quantfake.detectors.representation import REPRESENTATIONS, ResidualInput, get_representation
+from quantfake.detectors.split import FeaturesThenHead
 from quantfake.errors import UnknownIdError
 from quantfake.options import build_options
 from quantfake.world import CellSpec, detection_cells, detector_precision_cells
@@ -37,7 +38,7 @@ CONV = ("r50nodown", "r50tf")
 FAST = TrainConfig(epochs=1, batch_size=8, lr=3e-3, holdout_fraction=0.25)
 
 
-class _Probe(nn.Module):
+class _Probe(FeaturesThenHead, nn.Module):
     """Records what it is fed; a stand-in detector with the head API train.py uses."""
 
     def __init__(self) -> None:
@@ -54,9 +55,6 @@ class _Probe(nn.Module):
 
     def head_modules(self) -> list[nn.Module]:
         return [self.fc]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _images(n: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .checkpoints import MissingWeights
+from .split import FeaturesThenHead
 
 # ViT-L/14 geometry shared by OpenAI CLIP and open_clip ViT-L-14; the activation differs
 # (OpenAI: quick_gelu; open_clip "ViT-L-14" as used by CLIP-D's CommonPool weights: gelu).
@@ -46,7 +47,7 @@ def build_tower(with_projection: bool, config: dict[str, Any] | None = None, fol
     return cls(vision_config(**config))
 
 
-class CLIPLinearProbe(nn.Module):
+class CLIPLinearProbe(FeaturesThenHead, nn.Module):
     """A CLIP tower plus one linear layer ``fc`` (CLIP-D and UnivFD differ only in the feature they probe)."""
 
     def __init__(self, backbone: nn.Module, in_features: int) -> None:
@@ -54,14 +55,8 @@ class CLIPLinearProbe(nn.Module):
         self.backbone = backbone
         self.fc = nn.Linear(in_features, 1)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         return self.fc(feats)
 
     def head_modules(self) -> list[nn.Module]:
         return [self.fc]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))

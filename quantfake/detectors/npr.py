@@ -29,6 +29,7 @@ from torch import nn
 
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessPolicy
 from .resnet import ResNet
+from .split import FeaturesThenHead
 
 UPSTREAM_POLICY = PreprocessPolicy(
     resize=(256, 256), crop=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -51,7 +52,7 @@ def npr_residual(x: torch.Tensor) -> torch.Tensor:
     return x - up
 
 
-class NPR(ResNet):
+class NPR(FeaturesThenHead, ResNet):
     """Truncated ResNet-50 on the NPR residual; output (N, 1) logits."""
 
     def __init__(self, width: int = 64, layers: tuple[int, ...] = (3, 4)) -> None:
@@ -66,9 +67,6 @@ class NPR(ResNet):
 
     def head_modules(self) -> list[nn.Module]:
         return [self.fc1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def build(tiny: bool, backbone_dir: object = None) -> NPR:

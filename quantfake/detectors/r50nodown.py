@@ -25,6 +25,7 @@ from torch import nn
 
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessPolicy
 from .resnet import ResNet
+from .split import FeaturesThenHead
 
 UPSTREAM_POLICY = PreprocessPolicy(
     resize=None, crop=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -36,7 +37,7 @@ FULL_CONFIG: dict[str, int | tuple[int, ...]] = {"width": 64, "layers": (3, 4, 6
 TINY_CONFIG: dict[str, int | tuple[int, ...]] = {"width": 8, "layers": (1, 1, 1)}
 
 
-class R50NoDown(ResNet):
+class R50NoDown(FeaturesThenHead, ResNet):
     """ResNet-50, conv1 and maxpool at stride 1; output (N, 1) logits."""
 
     def __init__(self, width: int = 64, layers: tuple[int, ...] = (3, 4, 6, 3)) -> None:
@@ -49,9 +50,6 @@ class R50NoDown(ResNet):
 
     def head_modules(self) -> list[nn.Module]:
         return [self.fc]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def build(tiny: bool, backbone_dir: object = None) -> R50NoDown:

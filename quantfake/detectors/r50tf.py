@@ -26,6 +26,7 @@ from torch import nn
 
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessPolicy
 from .resnet import ResNet
+from .split import FeaturesThenHead
 
 UPSTREAM_POLICY = PreprocessPolicy(
     resize=None, crop=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -54,7 +55,7 @@ class PrototypeScores(nn.Module):
         return scores.sum(dim=1, keepdim=True)
 
 
-class R50TF(nn.Module):
+class R50TF(FeaturesThenHead, nn.Module):
     """``backbone`` (stride-1 stem ResNet-50 + 128-d fc) -> ``proto``; output (N, 1)."""
 
     def __init__(
@@ -74,9 +75,6 @@ class R50TF(nn.Module):
     def head_modules(self) -> list[nn.Module]:
         """What upstream ``--freeze`` leaves trainable: ``backbone.fc`` and ``proto``."""
         return [self.backbone.fc, self.proto]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def build(tiny: bool, backbone_dir: object = None) -> R50TF:
