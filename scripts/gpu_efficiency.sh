@@ -54,27 +54,25 @@ STORE="${QUANTFAKE_STORE:-/tmp/quantfake-store}"
 COMMON=(-p no:cacheprovider -q -rs --device cuda --store "$STORE" --no-report)
 GRID_PRECISIONS=fp32,fp16,bf16,fp8,int8,nf4,fp4,fp8dq,int8wo
 RC=0
-TIMEOUT=()
-step() {  # step NAME RESERVE_S PYTEST_ARGS...: one pytest invocation writing $OUT/NAME.json
-  local name=$1 reserve=$2; shift 2
-  QUANTFAKE_EFFIC_DEADLINE=$((START + BUDGET_S - reserve)) "${TIMEOUT[@]}" python3 -m pytest bench/test_efficiency.py \
+step() {  # step NAME RESERVE_S KILL_AFTER_S PYTEST_ARGS...: one pytest run writing $OUT/NAME.json (0 = no kill)
+  local name=$1 reserve=$2 kill_after=$3; shift 3
+  QUANTFAKE_EFFIC_DEADLINE=$((START + BUDGET_S - reserve)) timeout -k 10 "$kill_after" python3 -m pytest bench/test_efficiency.py \
     "${COMMON[@]}" "$@" --benchmark-json "$OUT/$name.json"
   local rc=$?
   echo "== $name: rc=$rc at +$(( $(date +%s) - START )) s"
   [ "$rc" -ne 0 ] && RC=$rc
-  TIMEOUT=()
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
 for stage in "${STAGES[@]}"; do
   case "$stage" in
-    detectors) step effic_detectors 30 --profile random -k effic-det;;
-    overhead) step effic_overhead 20 --profile tiny -k overhead --generators sd15,sdxl,sd3,flux --precisions fp32 \
+    detectors) step effic_detectors 30 0 --profile random -k effic-det;;
+    overhead) step effic_overhead 20 0 --profile tiny -k overhead --generators sd15,sdxl,sd3,flux --precisions fp32 \
                 --steps 28;;
-    smoke) step effic_smoke 30 --profile random -k test_generator_efficiency --generators sd15 \
+    smoke) step effic_smoke 30 0 --profile random -k test_generator_efficiency --generators sd15 \
              --precisions bf16,nf4,int8,fp8dq;;
     eager) for g in ${GENERATORS//,/ }; do
-             step "effic_random_$g" 40 --profile random -k test_generator_efficiency --generators "$g" \
+             step "effic_random_$g" 40 0 --profile random -k test_generator_efficiency --generators "$g" \
                --precisions "$GRID_PRECISIONS"
            done;;
     compile) for g in ${COMPILE_GENERATORS//,/ }; do
@@ -83,8 +81,7 @@ for stage in "${STAGES[@]}"; do
                    echo "== compile $g $p: skipped, less than COMPILE_TIMEOUT_S=$COMPILE_TIMEOUT_S s of the budget left"
                    continue
                  fi
-                 TIMEOUT=(timeout -k 10 "$COMPILE_TIMEOUT_S")
-                 step "effic_random_compile_${g}_$p" 0 --profile random \
+                 step "effic_random_compile_${g}_$p" 0 "$COMPILE_TIMEOUT_S" --profile random \
                    --compile --generators "$g" --precisions "$p"
                done
              done;;

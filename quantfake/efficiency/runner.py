@@ -106,7 +106,7 @@ def end_cell() -> None:
 
 def repeats_for(device: str) -> dict[str, int]:
     """The :data:`REPEATS` row of a device string (``cuda:1`` -> cuda)."""
-    return REPEATS["cuda" if device.startswith("cuda") else "cpu"]
+    return REPEATS[torch.device(device).type]
 
 
 def store_for(options: Any) -> Any:
@@ -234,7 +234,7 @@ def run_overhead_cell(generator: str, options: Any, device: str, benchmark: Any)
 
 def overhead_tolerance(device: str) -> float:
     """The :data:`OVERHEAD_TOLERANCE` of a device string (``cuda:1`` -> cuda)."""
-    return OVERHEAD_TOLERANCE["cuda" if device.startswith("cuda") else "cpu"]
+    return OVERHEAD_TOLERANCE[torch.device(device).type]
 
 
 def overhead_message(extra: dict[str, Any]) -> str:
