@@ -164,9 +164,17 @@ def pipeline_quantization_config(spec: PrecisionSpec, components: list[str]) -> 
 
 
 def _torchao_config(spec: PrecisionSpec) -> Any:
+    """The torchao config of ``spec``, leaving torch.compile's settings alone.
+
+    torchao's default ``set_inductor_config=True`` switches on coordinate-descent tuning for the whole
+    process when a model is quantized. On the H100 that made torch.compile of a quantized denoiser tune
+    every Triton kernel for minutes (SD3/SD1.5 int8wo, SDXL fp8dq never finished), and it would silently
+    change every later compile in the same process, bf16 included. Every precision therefore compiles
+    with the same inductor settings, so compiled cells compare quantization, not tuning effort.
+    """
     import torchao.quantization as tq
 
-    return getattr(tq, spec.torchao_config)()
+    return getattr(tq, spec.torchao_config)(set_inductor_config=False)
 
 
 # --------------------------------------------------------------------------------------------------

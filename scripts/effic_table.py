@@ -60,6 +60,27 @@ def generator_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def compile_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each torch.compile cell against the same precision in eager mode: speed-up, compile time, kernels."""
+    gen = frame[_extra(frame, "step_ms").notna()].copy()
+    gen["compile"] = gen["compile"].fillna(False).astype(bool)
+    eager = gen[~gen["compile"] & ~gen["file"].str.contains("smoke")].set_index(["generator", "precision"])["step_ms"]
+    rows = []
+    for _, r in gen[gen["compile"]].sort_values(["generator", "precision"]).iterrows():
+        base = eager.get((r["generator"], r["precision"]))
+        tuning, kernels = r.get("compile_tuning"), r.get("compile_kernels")  # absent from the first runs
+        rows.append({
+            "generator": r["generator"], "precision": r["precision"],
+            "eager ms": f"{base:.1f}" if base is not None else "-", "compiled ms": f"{r['step_ms']:.1f}",
+            "compiled / eager": f"{r['step_ms'] / base:.2f}" if base is not None else "-",
+            "compile s": f"{r['compile_s']:.0f}",
+            "kernels": f"{int(kernels)}" if kernels is not None and pd.notna(kernels) else "-",
+            "tuning": ("coordinate descent" if tuning["coordinate_descent_tuning"] else "default")
+            if isinstance(tuning, dict) else "not recorded",
+        })
+    return pd.DataFrame(rows)
+
+
 def compact_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Precision rows x generator columns: "median step ms (x eager bf16), weight GiB" (the README table)."""
     full = generator_table(frame)
@@ -108,6 +129,7 @@ def main(argv: list[str]) -> None:
     print(f"device: {', '.join(names) or 'unknown'}; torch {', '.join(sorted(set(_extra(frame, 'torch_version').dropna())))}\n")
     for title, table in (("Summary: median step latency (ratio to eager bf16), weights", compact_table(frame)),
                          ("Generators (one denoiser step, random weights)", generator_table(frame)),
+                         ("torch.compile against eager, same precision", compile_table(frame)),
                          ("Detectors (random init, native input size)", detector_table(frame)),
                          ("Overhead guard", overhead_table(frame))):
         if not table.empty:

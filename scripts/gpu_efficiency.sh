@@ -8,9 +8,11 @@
 #   smoke      4 SD1.5 cells of the generator grid (bf16 nf4 int8 fp8dq): a quick check before the grid
 #   eager      full-size denoisers with random weights (profile "random") for $GENERATORS x fp32 fp16 bf16
 #              fp8 int8 nf4 fp4 fp8dq int8wo, one JSON per generator
-#   compile    torch.compile for $COMPILE_PRECISIONS on $COMPILE_GENERATORS, one process and JSON per cell,
-#              each killed after COMPILE_TIMEOUT_S (on the H100, SDXL bf16 compiled in 17 s and Flux bf16 in
-#              73 s, while SDXL fp8dq and SD3 int8wo were still compiling after 8 min and 215 s)
+#   compile    torch.compile for $COMPILE_PRECISIONS on $COMPILE_GENERATORS (or the generator:precision list
+#              $COMPILE_CELLS, in its order, e.g. sdxl:nf4,flux:nf4), one process and JSON per cell,
+#              interrupted after COMPILE_TIMEOUT_S (SIGINT, so pytest prints where the compile was). On the
+#              H100 the first compiled call took 17-124 s (SDXL bf16 17 s, Flux bf16 73 s, SDXL nf4 124 s,
+#              SD1.5 int8wo 63 s), while SDXL/Flux int8wo and SDXL fp8dq were still compiling after 180 s
 #   quick      = detectors overhead smoke;   grid = eager compile;   default: quick grid
 #
 # Sizing: each generator runs at its native resolution (SD1.5 512x512; SDXL, SD3, SD3.5, Flux 1024x1024),
@@ -28,7 +30,7 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-reports/gpu}"
 GENERATORS="${GENERATORS:-flux,sdxl,sd3,sd35,sd15}"
 COMPILE_GENERATORS="${COMPILE_GENERATORS:-sdxl,flux,sd3}"
-COMPILE_PRECISIONS="${COMPILE_PRECISIONS:-bf16,int8wo,fp8dq}"
+COMPILE_PRECISIONS="${COMPILE_PRECISIONS:-bf16,nf4,int8wo}"
 COMPILE_TIMEOUT_S="${COMPILE_TIMEOUT_S:-240}"  # inductor on a quantized model can autotune for many minutes
 BUDGET_S="${BUDGET_S:-560}"
 STAGES=()
@@ -56,7 +58,8 @@ GRID_PRECISIONS=fp32,fp16,bf16,fp8,int8,nf4,fp4,fp8dq,int8wo
 RC=0
 step() {  # step NAME RESERVE_S KILL_AFTER_S PYTEST_ARGS...: one pytest run writing $OUT/NAME.json (0 = no kill)
   local name=$1 reserve=$2 kill_after=$3; shift 3
-  QUANTFAKE_EFFIC_DEADLINE=$((START + BUDGET_S - reserve)) timeout -k 10 "$kill_after" python3 -m pytest bench/test_efficiency.py \
+  # SIGINT first: pytest then prints where it was (a stuck compile's traceback); SIGKILL 20 s later
+  QUANTFAKE_EFFIC_DEADLINE=$((START + BUDGET_S - reserve)) timeout -s INT -k 20 "$kill_after" python3 -m pytest bench/test_efficiency.py \
     "${COMMON[@]}" "$@" --benchmark-json "$OUT/$name.json"
   local rc=$?
   echo "== $name: rc=$rc at +$(( $(date +%s) - START )) s"
@@ -75,15 +78,20 @@ for stage in "${STAGES[@]}"; do
              step "effic_random_$g" 40 0 --profile random -k test_generator_efficiency --generators "$g" \
                --precisions "$GRID_PRECISIONS"
            done;;
-    compile) for g in ${COMPILE_GENERATORS//,/ }; do
-               for p in ${COMPILE_PRECISIONS//,/ }; do  # one process per cell: a stuck compile loses one cell
-                 if [ $(( $(date +%s) + COMPILE_TIMEOUT_S )) -gt $(( START + BUDGET_S )) ]; then
-                   echo "== compile $g $p: skipped, less than COMPILE_TIMEOUT_S=$COMPILE_TIMEOUT_S s of the budget left"
-                   continue
-                 fi
-                 step "effic_random_compile_${g}_$p" 0 "$COMPILE_TIMEOUT_S" --profile random \
-                   --compile --generators "$g" --precisions "$p"
+    compile) cells="${COMPILE_CELLS:-}"
+             if [ -z "$cells" ]; then
+               for g in ${COMPILE_GENERATORS//,/ }; do
+                 for p in ${COMPILE_PRECISIONS//,/ }; do cells+="${cells:+,}$g:$p"; done
                done
+             fi
+             for cell in ${cells//,/ }; do  # one process per cell: a stuck compile loses one cell
+               g=${cell%%:*} p=${cell#*:}
+               if [ $(( $(date +%s) + COMPILE_TIMEOUT_S )) -gt $(( START + BUDGET_S )) ]; then
+                 echo "== compile $g $p: skipped, less than COMPILE_TIMEOUT_S=$COMPILE_TIMEOUT_S s of the budget left"
+                 continue
+               fi
+               step "effic_random_compile_${g}_$p" 0 "$COMPILE_TIMEOUT_S" --profile random \
+                 --compile --generators "$g" --precisions "$p"
              done;;
   esac
 done

@@ -115,10 +115,24 @@ def test_weights_bytes_bnb_int8_counts_row_scales() -> None:
 def test_weights_bytes_torchao_int8_uses_inner_tensors() -> None:
     quantization = pytest.importorskip("torchao.quantization")
     model = nn.Sequential(nn.Linear(IN_FEATURES, OUT_FEATURES))
-    quantization.quantize_(model, quantization.Int8WeightOnlyConfig())
+    quantization.quantize_(model, quantization.Int8WeightOnlyConfig(set_inductor_config=False))
     assert model[0].weight.dtype == torch.float32, "torchao reports the logical dtype; storage must be found inside"
     per_row = OUT_FEATURES * (4 + 1)  # fp32 scale + int8 zero point per output row
     assert weights_bytes(model) == N_WEIGHTS + per_row + FP32_BIAS_BYTES
+
+
+@pytest.mark.parametrize("precision", ["int8wo", "int8dq"])
+def test_torchao_quantization_leaves_inductor_config_alone(precision: str) -> None:
+    """torchao's default turns on coordinate-descent tuning process-wide: compiled cells would not compare."""
+    pytest.importorskip("torchao.quantization")
+    from torch._inductor import config as inductor_config
+
+    from quantfake.precisions import get_precision, quantize_module_
+
+    with inductor_config.patch(coordinate_descent_tuning=False, coordinate_descent_check_all_directions=False):
+        quantize_module_(nn.Sequential(nn.Linear(IN_FEATURES, OUT_FEATURES)), get_precision(precision))
+        assert not inductor_config.coordinate_descent_tuning
+        assert not inductor_config.coordinate_descent_check_all_directions
 
 
 def test_weights_bytes_layerwise_casting_float8_sequential() -> None:

@@ -316,13 +316,21 @@ def measure_denoiser_step(model: nn.Module, inputs: dict[str, Any], device: Devi
         with torch.inference_mode():
             return model(**inputs, return_dict=False)
 
-    compile_s = None
+    compile_s = compile_kernels = compile_tuning = None
     if compile:
+        from torch._inductor import config as inductor_config
+        from torch._inductor import metrics as inductor_metrics
+
+        compile_tuning = {"max_autotune": inductor_config.max_autotune,
+                          "coordinate_descent_tuning": inductor_config.coordinate_descent_tuning}
+
+        kernels_before = inductor_metrics.generated_kernel_count
         model.compile()
         start = time.perf_counter()
         step()
         synchronize(dev)
         compile_s = time.perf_counter() - start
+        compile_kernels = inductor_metrics.generated_kernel_count - kernels_before
     with peak_memory(dev) as mem:
         stats = time_callable(step, warmup=warmup, repeats=repeats, device=dev)
     peak = device_peak_tflops(dev) if peak_tflops is None else peak_tflops
@@ -330,7 +338,8 @@ def measure_denoiser_step(model: nn.Module, inputs: dict[str, Any], device: Devi
     return {
         "step_ms": stats.median_ms, "step_iqr_ms": stats.iqr_ms, "step_min_ms": stats.min_ms,
         "step_repeats": len(stats.samples_ms), "step_samples_ms": list(stats.samples_ms), "clock": stats.clock,
-        "compile": compile, "compile_s": compile_s,
+        "compile": compile, "compile_s": compile_s, "compile_kernels": compile_kernels,
+        "compile_tuning": compile_tuning,
         "flops_per_step": flops_per_step, "flops_source": "meta twin of the architecture (bf16), useful FLOPs",
         **throughput_fields(flops_per_step, stats.median_ms / 1e3, peak, dev),
         **memory_fields(mem), "weights_bytes": n_bytes, "weights_gib": n_bytes / GIB,
