@@ -39,12 +39,17 @@ def _extra(frame: pd.DataFrame, key: str) -> pd.Series:
     return frame[key] if key in frame else pd.Series([None] * len(frame), index=frame.index)
 
 
-def generator_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per generator x precision (x compile): step latency, ratio to eager bf16, weights, peak, TFLOP/s, roofline."""
+def generator_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """The generator rows, one per generator x precision x compile (the grid's cell beats the smoke's)."""
     gen = frame[_extra(frame, "step_ms").notna()].copy()
     gen["compile"] = gen["compile"].fillna(False).astype(bool)
     gen["smoke"] = gen["file"].str.contains("smoke")
-    gen = gen.sort_values("smoke").drop_duplicates(["generator", "precision", "compile"])  # the grid beats the smoke
+    return gen.sort_values("smoke").drop_duplicates(["generator", "precision", "compile"])
+
+
+def generator_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per generator x precision (x compile): step latency, ratio to eager bf16, weights, peak, TFLOP/s, roofline."""
+    gen = generator_cells(frame)
     bf16 = gen[(gen["precision"] == "bf16") & ~gen["compile"]].set_index("generator")["step_ms"]
     rows = []
     for _, r in gen.sort_values(["generator", "compile", "step_ms"]).iterrows():
@@ -62,9 +67,8 @@ def generator_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def compile_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Each torch.compile cell against the same precision in eager mode: speed-up, compile time, kernels."""
-    gen = frame[_extra(frame, "step_ms").notna()].copy()
-    gen["compile"] = gen["compile"].fillna(False).astype(bool)
-    eager = gen[~gen["compile"] & ~gen["file"].str.contains("smoke")].set_index(["generator", "precision"])["step_ms"]
+    gen = generator_cells(frame)
+    eager = gen[~gen["compile"]].set_index(["generator", "precision"])["step_ms"]
     rows = []
     for _, r in gen[gen["compile"]].sort_values(["generator", "precision"]).iterrows():
         base = eager.get((r["generator"], r["precision"]))
