@@ -13,6 +13,15 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 
 
+def _selects_cells(argv: list[str]) -> bool:
+    """Whether ``argv`` picks a grid or cells itself (``--grid``, an axis option, ``-k`` / ``-m``, a node id)."""
+    from quantfake.grids import AXES
+
+    flags = {"--grid", "-k", "-m", *(f"--{a.replace('_', '-')}" for a in AXES)}
+    return any(a.split("=", 1)[0] in flags or a.startswith(("-k", "-m")) and len(a) > 2 or "::" in a
+               for a in argv)
+
+
 def _run(argv: list[str]) -> int:
     """Forward to ``pytest bench``; everything after ``run`` is a pytest / quantfake option."""
     import pytest
@@ -23,6 +32,8 @@ def _run(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     args = [str(bench), "-p", "no:cacheprovider", *argv]
+    if not _selects_cells(argv):
+        args += ["--grid", "quick"]  # the first run shows what quantfake is for, in minutes; --grid full for all
     if not any(a.startswith("--rootdir") for a in argv):
         args += ["--rootdir", str(bench.parent)]
     if (bench.parent / "pyproject.toml").exists() and not any(a in ("-c", "--config-file") for a in argv):

@@ -14,6 +14,7 @@ from quantfake.detector_quant import DETECTOR_PRECISIONS
 from quantfake.detectors import DETECTORS, REPRESENTATIONS
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS, MODES
+from quantfake.grids import GridSpec, get_grid, resolve_grid
 from quantfake.loading import PROFILES
 from quantfake.perturbations import PERTURBATIONS
 from quantfake.precisions import DEFAULT_PRECISIONS, PRECISIONS
@@ -47,6 +48,7 @@ class BenchOptions:
     """Everything a bench session was asked to do (recorded in every run record)."""
 
     profile: str = "tiny"
+    grid: str = "full"  # quantfake.grids: full (product), ci (covering subset), quick
     generators: tuple[str, ...] = tuple(GENERATORS)
     precisions: tuple[str, ...] = DEFAULT_PRECISIONS
     modes: tuple[str, ...] = MODES
@@ -92,6 +94,8 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
     if profile not in PROFILES:
         raise UnknownIdError("profile", profile, PROFILES)
     d = PROFILE_DEFAULTS[profile]
+    grid = get_grid(resolve_grid(raw.get("grid"), raw, bool(raw.get("keyword_selected"))))
+    axis = _axis_defaults(grid)
 
     def num(key: str, cast: type = int) -> Any:
         v = raw.get(key)
@@ -103,14 +107,16 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
 
     return BenchOptions(
         profile=profile,
-        generators=parse_ids(raw.get("generators"), "generator", GENERATORS, tuple(GENERATORS)),
-        precisions=parse_ids(raw.get("precisions"), "precision", PRECISIONS, DEFAULT_PRECISIONS),
-        modes=parse_ids(raw.get("modes"), "mode", MODES, MODES),
-        detectors=parse_ids(raw.get("detectors"), "detector", DETECTORS, tuple(DETECTORS)),
-        perturbations=parse_ids(raw.get("perturbations"), "perturbation", PERTURBATIONS, ("none",)),
+        grid=grid.id,
+        generators=parse_ids(raw.get("generators"), "generator", GENERATORS, axis["generators"]),
+        precisions=parse_ids(raw.get("precisions"), "precision", PRECISIONS, axis["precisions"]),
+        modes=parse_ids(raw.get("modes"), "mode", MODES, axis["modes"]),
+        detectors=parse_ids(raw.get("detectors"), "detector", DETECTORS, axis["detectors"]),
+        perturbations=parse_ids(raw.get("perturbations"), "perturbation", PERTURBATIONS, axis["perturbations"]),
         detector_precisions=parse_ids(raw.get("detector_precisions"), "detector precision",
-                                      DETECTOR_PRECISIONS, ()),
-        representations=parse_ids(raw.get("representations"), "representation", REPRESENTATIONS, ("rgb",)),
+                                      DETECTOR_PRECISIONS, axis["detector_precisions"]),
+        representations=parse_ids(raw.get("representations"), "representation", REPRESENTATIONS,
+                                  axis["representations"]),
         n_images=num("n_images"), n_real=num("n_real"), n_calibration=num("n_calibration"),
         n_train=num("n_train"), steps=num("steps"), size=num("size"),
         guidance=None if raw.get("guidance") in (None, "") else float(raw["guidance"]),
@@ -124,6 +130,26 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
         history=path("history", Path("reports/history")), baselines_dir=path("baselines_dir", Path("baselines")),
         update_baselines=bool(raw.get("update_baselines")), report=not raw.get("no_report"),
     )
+
+
+#: Axis defaults of a ``full`` grid with no ids given (the registry's core set).
+FULL_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "generators": tuple(GENERATORS), "precisions": DEFAULT_PRECISIONS, "modes": MODES,
+    "detectors": tuple(DETECTORS), "perturbations": ("none",), "detector_precisions": (),
+    "representations": ("rgb",),
+}
+#: Every id of every axis: what a covering grid covers.
+ALL_IDS: dict[str, tuple[str, ...]] = {
+    "generators": tuple(GENERATORS), "precisions": tuple(PRECISIONS), "modes": MODES, "detectors": tuple(DETECTORS),
+    "perturbations": tuple(PERTURBATIONS), "detector_precisions": tuple(DETECTOR_PRECISIONS),
+    "representations": tuple(REPRESENTATIONS),
+}
+
+
+def _axis_defaults(grid: GridSpec) -> dict[str, tuple[str, ...]]:
+    """Per-axis defaults: the grid's own ids, else every id (covering grids) or the core set (full grids)."""
+    base = ALL_IDS if grid.covering else FULL_DEFAULTS
+    return {a: getattr(grid, a) or base[a] for a in base}
 
 
 def _default_store() -> Path:

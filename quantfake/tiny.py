@@ -19,13 +19,17 @@ import torch
 from quantfake.generators import GeneratorSpec, get_generator
 from quantfake.store import atomic_dir, config_hash
 
-TINY_SIZE = 64  # pixels; the tiny VAE downsamples by 2, so latents are 32x32
-TINY_STEPS = 4
+TINY_SIZE = 64  # pixels
+#: VAE levels: three (two downsamplings) give 16x16 latents at 64 px. With two levels (32x32 latents) the UNets'
+#: full-resolution self-attention over 1,024 tokens cost 10-20x the tiny transformers per image (issue 14).
+TINY_VAE_BLOCKS = 3
+TINY_VAE_FACTOR = 2 ** (TINY_VAE_BLOCKS - 1)
+TINY_LATENT = TINY_SIZE // TINY_VAE_FACTOR
 TINY_SEED = 0
 _TEXT_HIDDEN = 32
 _T5_HIDDEN = 64
 _MAX_LEN = 77
-FACTORY_VERSION = 1  # bump when the tiny architectures change: the store key changes with it
+FACTORY_VERSION = 2  # bump when the tiny architectures change: the store key changes with it
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -96,8 +100,8 @@ def _vae(latent_channels: int, seed: int, flow: bool) -> Any:
     torch.manual_seed(seed)
     extra = {"shift_factor": 0.0609, "scaling_factor": 1.5035} if flow else {"scaling_factor": 0.18215}
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(32,) * TINY_VAE_BLOCKS,
+        down_block_types=("DownEncoderBlock2D",) * TINY_VAE_BLOCKS, up_block_types=("UpDecoderBlock2D",) * TINY_VAE_BLOCKS,
         layers_per_block=1, norm_num_groups=32, sample_size=TINY_SIZE, **extra,
     ).eval()
 
@@ -114,11 +118,11 @@ def tiny_denoiser_config(spec: GeneratorSpec) -> dict[str, Any]:
     if spec.family in ("sd", "sdxl"):
         n = len(real["block_out_channels"])
         cfg: dict[str, Any] = dict(
-            sample_size=TINY_SIZE // 2, in_channels=4, out_channels=4, layers_per_block=1,
-            block_out_channels=(32, 64, 64, 64)[:n], down_block_types=real["down_block_types"],
+            sample_size=TINY_LATENT, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=(32,) * n, down_block_types=real["down_block_types"],
             up_block_types=real["up_block_types"], norm_num_groups=32,
             cross_attention_dim=_TEXT_HIDDEN * (2 if spec.family == "sdxl" else 1),
-            attention_head_dim=(4, 8, 8, 8)[:n] if isinstance(real["attention_head_dim"], (tuple, list)) else 8,
+            attention_head_dim=(2, 4, 4, 4)[:n] if isinstance(real["attention_head_dim"], (tuple, list)) else 4,
             use_linear_projection=real.get("use_linear_projection", False),
         )
         if spec.family == "sdxl":
@@ -127,7 +131,7 @@ def tiny_denoiser_config(spec: GeneratorSpec) -> dict[str, Any]:
                        transformer_layers_per_block=(1, 1, 2)[:n])
         return cfg
     if spec.family == "sd3":
-        cfg = dict(sample_size=TINY_SIZE // 2, patch_size=2, in_channels=16, out_channels=16, num_layers=2,
+        cfg = dict(sample_size=TINY_LATENT, patch_size=2, in_channels=16, out_channels=16, num_layers=2,
                    attention_head_dim=8, num_attention_heads=4, joint_attention_dim=_T5_HIDDEN,
                    caption_projection_dim=32, pooled_projection_dim=2 * _TEXT_HIDDEN, pos_embed_max_size=32)
         if "qk_norm" in real:

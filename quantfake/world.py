@@ -10,7 +10,6 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from quantfake.cells import CellSpec, detection_cells, detector_precision_cells, fidelity_cells  # noqa: F401
 from quantfake.detectors import get_detector
 from quantfake.detectors.representation import (
     DEFAULT_REPRESENTATION,
     check_representation,
     detector_token,
-    representations_for,
 )
 from quantfake.errors import MissingWeightsError
 from quantfake.generate import GenerationRequest, GenerationResult, generate
@@ -39,67 +38,6 @@ log = logging.getLogger(__name__)
 
 TRAIN_SEED_OFFSET = 100_000  # training fakes never share seeds with evaluated fakes
 TRAIN_MODES = ("txt2img", "img2img")
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """One cell of the grid; ``id`` is what ``pytest -k`` matches."""
-
-    kind: str  # "detection" | "fidelity" | "detector_precision"
-    generator: str
-    precision: str
-    mode: str
-    detector: str | None = None
-    perturbation: str = "none"
-    detector_precision: str = "fp32"
-    representation: str = DEFAULT_REPRESENTATION  # detector input; not "rgb" -> "r50nodown+npr" in the id
-
-    @property
-    def id(self) -> str:
-        parts = [self.generator, self.precision, self.mode]
-        if self.detector:
-            token = detector_token(self.detector, self.representation)
-            parts.append(token + ("" if self.detector_precision == "fp32" else f"@{self.detector_precision}"))
-        if self.perturbation != "none":
-            parts.append(self.perturbation)
-        return "-".join(parts)
-
-    @property
-    def group(self) -> str:
-        """Cells sharing one pipeline (pytest-xdist ``loadgroup``)."""
-        return f"{self.generator}-{self.precision}"
-
-    def params(self) -> dict[str, Any]:
-        # "detector" is the token reports group by (r50nodown and r50nodown+npr are different detectors)
-        token = detector_token(self.detector, self.representation) if self.detector else None
-        return {"generator": self.generator, "precision": self.precision, "mode": self.mode,
-                "detector": token, "detector_id": self.detector, "perturbation": self.perturbation,
-                "detector_precision": self.detector_precision, "representation": self.representation}
-
-
-def detection_cells(o: BenchOptions) -> list[CellSpec]:
-    """generator x precision x mode x detector [x representation] x perturbation, from the registries and options.
-
-    The representation axis exists only for detectors that accept a representation (``npr``: the RGB ResNets).
-    """
-    return [CellSpec("detection", g, p, m, d, pert, representation=r) for g in o.generators for p in o.precisions
-            for m in o.modes for d in o.detectors for r in representations_for(d, o.representations)
-            for pert in o.perturbations]
-
-
-def fidelity_cells(o: BenchOptions) -> list[CellSpec]:
-    """generator x precision x mode, every precision but the reference (drift of the reference is 0)."""
-    ref = reference_precision(o.precisions)
-    return [CellSpec("fidelity", g, p, m) for g in o.generators for p in o.precisions if p != ref for m in o.modes]
-
-
-def detector_precision_cells(o: BenchOptions) -> list[CellSpec]:
-    """Quantized detectors on the reference-precision fakes of every generator (txt2img)."""
-    ref = reference_precision(o.precisions)
-    mode = "txt2img" if "txt2img" in o.modes else o.modes[0]
-    return [CellSpec("detector_precision", g, ref, mode, d, "none", dp, representation=r) for g in o.generators
-            for d in o.detectors for r in representations_for(d, o.representations)
-            for dp in o.detector_precisions if dp != "fp32"]
 
 
 class World:

@@ -27,10 +27,10 @@ from quantfake.efficiency.cells import (
 )
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS, get_generator
-from quantfake.tiny import TINY_SIZE, tiny_denoiser_config
+from quantfake.tiny import TINY_SIZE, TINY_VAE_FACTOR, tiny_denoiser_config
 
 # the tiny configs accept any latent divisible by 8 (three UNet downsamplings); 8 keeps each forward cheap
-TEST_SIZE = 16
+TEST_SIZE = 8 * TINY_VAE_FACTOR
 TINY_LATENT = latent_size_for("tiny", TEST_SIZE)
 
 
@@ -94,7 +94,7 @@ def test_text_lengths_and_sdxl_condition_widths() -> None:
 
 
 def test_latent_size_and_flux_packing_errors() -> None:
-    assert latent_size_for("tiny", TINY_SIZE) == TINY_SIZE // 2
+    assert latent_size_for("tiny", TINY_SIZE) == TINY_SIZE // TINY_VAE_FACTOR
     assert latent_size_for("random", 1024) == 128
     with pytest.raises(ValueError, match="not a multiple"):
         latent_size_for("random", 1020)

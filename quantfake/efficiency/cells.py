@@ -31,10 +31,10 @@ from quantfake.efficiency.overhead import compare_overhead
 from quantfake.efficiency.timing import time_callable
 from quantfake.efficiency.weights import component_weights_bytes, weights_bytes
 from quantfake.generators import GeneratorSpec, get_generator
+from quantfake.tiny import TINY_VAE_FACTOR
 
-#: Pixel -> latent downsampling: real SD/SDXL/SD3/Flux VAEs have 4 stages (factor 8), the tiny VAE 2 (factor 2).
+#: Pixel -> latent downsampling: real SD/SDXL/SD3/Flux VAEs have 4 stages (factor 8); the tiny one is in tiny.py.
 REAL_VAE_FACTOR = 8
-TINY_VAE_FACTOR = 2
 CLIP_SEQUENCE_LENGTH = 77
 SD3_T5_SEQUENCE_LENGTH = 256  # StableDiffusion3Pipeline's default max_sequence_length
 FLUX_T5_SEQUENCE_LENGTH = 512  # FluxPipeline's default; the registry's call_kwargs override it (schnell: 256)
@@ -110,7 +110,7 @@ def detector_dtype(name: str) -> torch.dtype:
 
 
 def latent_size_for(profile: str, size: int) -> int:
-    """Latent side for an image of ``size`` pixels: /8 for real VAEs, /2 for the tiny one."""
+    """Latent side for an image of ``size`` pixels: /8 for real VAEs, /TINY_VAE_FACTOR for the tiny one."""
     factor = TINY_VAE_FACTOR if profile == "tiny" else REAL_VAE_FACTOR
     if size % factor:
         raise ValueError(f"image size {size} is not a multiple of the {profile} VAE factor {factor}")

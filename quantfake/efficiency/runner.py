@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from quantfake.efficiency.cells import (
+    DETECTOR_BATCHES,
     DETECTOR_DTYPES,
     DetectorEfficiencyCell,
     EfficiencyCell,
@@ -64,14 +65,34 @@ class CellSkipped(Exception):
 
 
 def cell_params(fixture: str, options: Any) -> list[tuple[str, Any]]:
-    """``(test id, value)`` pairs for one parametrized fixture, from the registries filtered by the options."""
+    """``(test id, value)`` pairs for one parametrized fixture, from the registries filtered by the options.
+
+    A covering grid (``--grid ci``) times each generator and precision once (the covering plan's pairs plus the
+    reference of the cheapest generator), the overhead guard on the cheapest generator, and each detector once
+    with dtypes and batch sizes in turn.
+    """
+    from quantfake.cells import cheapest_generator, is_covering, plan_for
+
+    covering = is_covering(options)
     if fixture == "effic_cell":
-        return [(c.id, c) for c in efficiency_cells(options.generators, options.precisions, (bool(options.compile),))]
+        compile_modes = (bool(options.compile),)
+        if not covering:
+            return [(c.id, c) for c in efficiency_cells(options.generators, options.precisions, compile_modes)]
+        ref = reference_precision(options.precisions)
+        pairs = [(cheapest_generator(options), ref), *plan_for(options).generator_precisions()]
+        return [(c.id, c) for g, p in pairs for c in efficiency_cells((g,), (p,), compile_modes)]
     if fixture == "overhead_generator":
         gens = [] if options.profile == "random" or options.compile else list(options.generators)  # whole pipeline
+        gens = [cheapest_generator(options)] if covering and gens else gens
         return [(f"effic-overhead-{g}", g) for g in gens]
     if fixture == "det_cell":
-        return [] if options.compile else [(c.id, c) for c in detector_cells(options.detectors)]
+        if options.compile:
+            return []
+        if not covering:
+            return [(c.id, c) for c in detector_cells(options.detectors)]
+        dtypes, batches = tuple(DETECTOR_DTYPES), DETECTOR_BATCHES
+        return [(c.id, c) for i, d in enumerate(options.detectors)
+                for c in detector_cells((d,), (dtypes[i % len(dtypes)],), (batches[i % len(batches)],))]
     raise ValueError(f"unknown efficiency fixture {fixture!r}; accepted: {', '.join(PARAMETRIZED_FIXTURES)}")
 
 

@@ -1,0 +1,73 @@
+"""Predicted wall time of a tiny grid from what a run just measured (issue 14: say how long the full grid takes).
+
+Generation dominates a tiny run: an image set costs ``n_images`` x the generator's seconds per image, times
+the half-precision slow-down of this CPU for precisions that compute in fp16 / bf16. Every cell adds its
+scoring and statistics. The per-image costs come from this run's cells (generators it did not run are scaled
+from :data:`quantfake.grids.TINY_FP32_MS_PER_IMAGE`), the per-cell cost is the median of this run's cells.
+Written by hand: no library predicts a pytest grid.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from quantfake.grids import TINY_FP32_MS_PER_IMAGE, half_kind, is_half_compute
+
+
+@dataclass(frozen=True)
+class GridEstimate:
+    cells: int
+    image_sets: int
+    images: int
+    seconds: float
+
+
+def measured_costs(cells: Iterable) -> tuple[dict[tuple[str, str], float], float]:
+    """``({(generator, precision): s per image}, median non-generation s per cell)`` from run-record cells."""
+    per_image: dict[tuple[str, str], float] = {}
+    overhead = []
+    for c in cells:
+        t, p = c.timings or {}, c.params or {}
+        made = t.get("generated") or 0
+        if made and t.get("generation_s") and p.get("generator"):
+            per_image.setdefault((p["generator"], p["precision"]), t["generation_s"] / made)
+        if "cell_s" in t:
+            overhead.append(max(0.0, t["cell_s"] - (t.get("generation_s") or 0.0)))
+    return per_image, (statistics.median(overhead) if overhead else 1.0)
+
+
+def estimate_grid(image_sets: list[tuple[str, str, str]], n_cells: int, n_images: int,
+                  per_image: dict[tuple[str, str], float], per_cell_s: float,
+                  half_ratio: dict[str, float]) -> GridEstimate:
+    """Seconds to generate ``image_sets`` (generator, precision, mode) and run ``n_cells`` cells."""
+    fp32 = {g: s for (g, p), s in per_image.items() if not is_half_compute(p)}
+    scale = statistics.median([s / (TINY_FP32_MS_PER_IMAGE[g] / 1e3) for g, s in fp32.items()
+                               if g in TINY_FP32_MS_PER_IMAGE] or [1.0])
+    total = 0.0
+    for g, p, _m in image_sets:
+        if (g, p) in per_image:
+            total += n_images * per_image[(g, p)]
+            continue
+        base = fp32.get(g, scale * TINY_FP32_MS_PER_IMAGE.get(g, max(TINY_FP32_MS_PER_IMAGE.values())) / 1e3)
+        kind = half_kind(p)
+        total += n_images * base * (max(1.0, half_ratio.get(kind, 1.0)) if kind else 1.0)
+    return GridEstimate(n_cells, len(image_sets), n_images * len(image_sets), total + n_cells * per_cell_s)
+
+
+def full_grid_line(options, cells: Iterable, half_ratio: dict[str, float]) -> str:
+    """The closing line of a quick or covering run: how to run the full grid and how long it would take here."""
+    import dataclasses
+
+    from quantfake.cells import detection_cells, detector_precision_cells, fidelity_cells
+    from quantfake.options import FULL_DEFAULTS
+
+    full = dataclasses.replace(options, grid="full", **FULL_DEFAULTS)
+    listed = detection_cells(full) + fidelity_cells(full) + detector_precision_cells(full)
+    sets = sorted({(c.generator, c.precision, c.mode) for c in listed})
+    per_image, per_cell = measured_costs(cells)
+    est = estimate_grid(sets, len(listed), options.n_images, per_image, per_cell, half_ratio)
+    return (f"this was the '{options.grid}' grid; the full tiny grid is `quantfake run --grid full` (or "
+            f"`tox -e bench-full`): {est.cells} cells, {est.images} images, about {est.seconds / 60:.0f} min "
+            f"on this machine (estimated from this run's per-image and per-cell times)")
