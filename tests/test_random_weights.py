@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from quantfake.cli import main as cli_main
 from quantfake.detectors import DETECTORS, get_detector, load_detector, score_images
 from quantfake.detectors.clip_backbone import VIT_L14
 from quantfake.detectors.random_weights import (
@@ -100,3 +101,10 @@ def test_new_seed_rewrites_and_real_weights_are_neither_overwritten_nor_flagged(
         write_random_weights_dir(real, ["r50tf", "npr"], seed=3)
     assert (real / "R50_TF/checkpoint/pretrained/weights/best.pt").is_file()  # r50tf came first: written
 
+
+def test_cli_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["make-random-weights", "--root", str(tmp_path), "--detectors", "npr"]) == 0
+    assert "mean nothing" in capsys.readouterr().out
+    assert list(json.loads((tmp_path / MANIFEST_NAME).read_text())["detectors"]) == ["npr"]
+    with pytest.raises(SystemExit):
+        cli_main(["make-random-weights", "--root", str(tmp_path), "--detectors", "nope"])
