@@ -92,6 +92,12 @@ def _train(argv: list[str]) -> int:
     return int(main(argv) or 0)
 
 
+def _make_random_weights(argv: list[str]) -> int:
+    from quantfake.detectors.random_weights import main
+
+    return int(main(argv) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
@@ -102,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         "models": ("list generators, precisions and detectors", _models),
         "doctor": ("what this machine can run, and why not", _doctor),
         "train": ("train or fine-tune a detector (e.g. on quantized fakes)", _train),
+        "make-random-weights": ("write full-size random detectors in the --weights-dir layout (scores mean nothing)",
+                                _make_random_weights),
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         parser = argparse.ArgumentParser(prog="quantfake", description=__doc__.splitlines()[0])

@@ -58,10 +58,10 @@ class ClipD(CLIPLinearProbe):
         return F.normalize(pooled, dim=-1)
 
 
-def build(tiny: bool, backbone_dir: Path | None = None) -> ClipD:
-    if tiny:
-        return ClipD(build_tower(False, TINY_CONFIG))
-    return ClipD(build_tower(False, FULL_CONFIG, backbone_dir))
+def build(tiny: bool, backbone_dir: Path | None = None, config: Mapping[str, object] | None = None) -> ClipD:
+    """``config`` replaces the random tower's config (``random_weights`` shrinks it in tests)."""
+    cfg = dict(config if config is not None else TINY_CONFIG if tiny else FULL_CONFIG)
+    return ClipD(build_tower(False, cfg, None if tiny else backbone_dir))
 
 
 def load_upstream(module: ClipD, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -37,6 +37,7 @@ class LoadedDetector:
     device: str = "cpu"
     backbone_dir: str | None = None
     representation: str = DEFAULT_REPRESENTATION
+    random_weights: bool = False  # random profile, or files from make-random-weights: scores mean nothing
 
     @property
     def token(self) -> str:
@@ -54,7 +55,7 @@ class LoadedDetector:
             "representation": self.representation,
             "precision": self.precision, "device": self.device,
             "checkpoint_path": self.checkpoint_path, "checkpoint_sha256": self.checkpoint_sha256,
-            "backbone_dir": self.backbone_dir,
+            "backbone_dir": self.backbone_dir, "random_weights": self.random_weights,
             "preprocess": self.preprocess.as_dict(), "preprocess_sha256": self.preprocess.sha256(),
             "fixed_threshold": self.spec.fixed_threshold, "score": self.spec.score,
             "architecture": dict(self.spec.tiny_config if self.profile == "tiny" else self.spec.full_config),
@@ -137,6 +138,7 @@ def load_detector(
     ckpt_path: Path | None = None
     ckpt_sha = f"random-init-seed{RANDOM_SEED}"
     tower: Path | None = None
+    random_weights = profile == "random"
     if profile == "tiny":
         if tiny_dir is None and checkpoint is None:
             raise MissingWeights(f"tiny {token}", [], hint="pass tiny_dir (where train_detector wrote the weights)")
@@ -170,12 +172,16 @@ def load_detector(
             implementation(spec).load_upstream(module, loaded.state_dict)
         ckpt_sha = loaded.sha256
         policy = spec.preprocess
+        from .random_weights import random_weight_files
+
+        random_weights = bool(random_weight_files(weights_dir, [ckpt_path, tower]))
     module = module.to(device).eval()
     return LoadedDetector(
         spec=spec, profile=profile, module=module, preprocess=policy,
         checkpoint_path=str(ckpt_path) if ckpt_path else None,
         checkpoint_sha256=ckpt_sha,
         device=str(device), backbone_dir=str(tower) if tower else None, representation=representation,
+        random_weights=random_weights,
     )
 
 

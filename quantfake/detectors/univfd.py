@@ -51,10 +51,10 @@ class UnivFD(CLIPLinearProbe):
         return self.backbone(pixel_values=x).image_embeds
 
 
-def build(tiny: bool, backbone_dir: Path | None = None) -> UnivFD:
-    if tiny:
-        return UnivFD(build_tower(True, TINY_CONFIG))
-    return UnivFD(build_tower(True, FULL_CONFIG, backbone_dir))
+def build(tiny: bool, backbone_dir: Path | None = None, config: Mapping[str, object] | None = None) -> UnivFD:
+    """``config`` replaces the random tower's config (``random_weights`` shrinks it in tests)."""
+    cfg = dict(config if config is not None else TINY_CONFIG if tiny else FULL_CONFIG)
+    return UnivFD(build_tower(True, cfg, None if tiny else backbone_dir))
 
 
 def load_upstream(module: UnivFD, state_dict: Mapping[str, torch.Tensor]) -> None:
