@@ -188,3 +188,17 @@ def test_random_profile_in_memory_quantizes_and_generates(precision: str, monkey
         assert lp.verification["transformer"]["quantized_modules"] > 0
     images = _image(lp, "flux")
     assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()
+
+
+def test_cli_make_random_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    from quantfake.cli import main
+
+    monkeypatch.setattr(fullsize, "full_size_configs", _shrink)
+    assert main(["make-random-root", "--generators", "flux", "--root", str(tmp_path), "--device", "cpu"]) == 0
+    folder = tmp_path / get_generator("flux").hub_id
+    assert (folder / "model_index.json").exists()
+    assert random_model_key("flux", "cpu") in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["make-random-root", "--generators", "flux,sd9", "--root", str(tmp_path)])
+    assert exc.value.code == 2
