@@ -122,8 +122,14 @@ def _shrink(generator: str) -> PipelineConfigs:
         den = {**real.denoiser, "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 16,
                "num_attention_heads": 2, "joint_attention_dim": 32, "pooled_projection_dim": 32,
                "axes_dims_rope": (4, 6, 6)}
-    else:
-        raise AssertionError(generator)
+    else:  # UNet families: same block types, toy widths; SDXL conditions on both CLIPs (32 + 32)
+        n = len(real.denoiser["block_out_channels"])
+        xl = spec.family == "sdxl"
+        den = {**real.denoiser, "sample_size": 8, "layers_per_block": 1, "block_out_channels": (32, 64, 64, 64)[:n],
+               "cross_attention_dim": 64 if xl else 32, "attention_head_dim": 8}
+        if xl:
+            den.update(transformer_layers_per_block=(1, 1, 2), addition_time_embed_dim=8,
+                       projection_class_embeddings_input_dim=6 * 8 + 32)
     return dataclasses.replace(real, denoiser=den, text_encoders=encoders, vae=vae)
 
 
@@ -175,18 +181,22 @@ def test_existing_real_weights_are_never_overwritten(tmp_path: Path) -> None:
         ensure_random_model_root("sd3", tmp_path, "cpu", configs=_shrink("sd3"))
 
 
-@pytest.mark.parametrize("precision", ["bf16", "nf4"])
-def test_random_profile_in_memory_quantizes_and_generates(precision: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("generator", "precision"), [("flux", "bf16"), ("flux", "nf4"), ("sdxl", "nf4"),
+                                                       ("sd21", "fp32")])
+def test_random_profile_in_memory_quantizes_and_generates(generator: str, precision: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """load_pipeline(profile="random") on CPU, shrunken via the registry lookup it uses: quantized, verified, runs."""
     if unavailable_reason(get_precision(precision), "cpu"):
         pytest.skip(unavailable_reason(get_precision(precision), "cpu"))
     monkeypatch.setattr(fullsize, "full_size_configs", _shrink)
-    lp = load_pipeline("flux", precision, "random", device="cpu")
-    assert lp.model_key == random_model_key("flux", "cpu", _shrink("flux"))
-    assert lp.pipe.tokenizer_2.model_max_length == 512
+    lp = load_pipeline(generator, precision, "random", device="cpu")
+    assert lp.model_key == random_model_key(generator, "cpu", _shrink(generator))
+    assert lp.source.startswith("in memory")
+    if generator == "flux":
+        assert lp.pipe.tokenizer_2.model_max_length == 512
     if precision == "nf4":
-        assert lp.verification["transformer"]["quantized_modules"] > 0
-    images = _image(lp, "flux")
+        assert lp.verification[lp.generator.denoiser]["quantized_modules"] > 0
+    images = _image(lp, generator)
     assert images.shape == (1, 64, 64, 3) and np.isfinite(images).all()
 
 
