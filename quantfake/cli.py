@@ -1,4 +1,4 @@
-"""``quantfake`` command line: run | report | compare | models | doctor | train.
+"""``quantfake`` command line: run | report | compare | models | doctor | train | make-random-root.
 
 ``quantfake run`` is the main job: it runs the bench cells through pytest (so the same cells, ids, options
 and baselines serve CI and people), records the run in the history and writes the report.
@@ -98,6 +98,32 @@ def _make_random_weights(argv: list[str]) -> int:
     return int(main(argv) or 0)
 
 
+def _make_random_root(argv: list[str]) -> int:
+    """Save full-size random pipelines once as a model root that ``--profile pretrained`` reads like real weights."""
+    from quantfake.errors import UnknownIdError
+    from quantfake.generators import GENERATORS
+    from quantfake.options import parse_ids
+
+    parser = argparse.ArgumentParser(prog="quantfake make-random-root", description=_make_random_root.__doc__)
+    parser.add_argument("--generators", required=True, help=f"comma-separated ids or 'all': {', '.join(GENERATORS)}")
+    parser.add_argument("--root", required=True, type=Path, help="model root; each lands at ROOT/<hub id>")
+    parser.add_argument("--device", default=None, help="where weights are drawn (default: cuda if visible, else cpu)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        generators = parse_ids(args.generators, "generator", GENERATORS, ())
+    except UnknownIdError as exc:
+        parser.error(str(exc))
+    from quantfake.fullsize import ensure_random_model_root, read_marker
+    from quantfake.loading import resolve_device
+
+    device = resolve_device(args.device)
+    for generator in generators:
+        folder = ensure_random_model_root(generator, args.root, device, seed=args.seed)
+        print(f"{generator}: {folder} ({read_marker(folder)['model_key']})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
@@ -110,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         "train": ("train or fine-tune a detector (e.g. on quantized fakes)", _train),
         "make-random-weights": ("write full-size random detectors in the --weights-dir layout (scores mean nothing)",
                                 _make_random_weights),
+        "make-random-root": ("save full-size random pipelines as a model root (rehearsals, no download)",
+                             _make_random_root),
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         parser = argparse.ArgumentParser(prog="quantfake", description=__doc__.splitlines()[0])

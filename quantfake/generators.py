@@ -165,3 +165,82 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise UnknownIdError("mode", mode, MODES)
     return mode
+
+
+# --------------------------------------------------------------------------------------------------
+# Full-size components besides the denoiser (the ``random`` profile builds whole pipelines from these).
+# Copied from the public ``config.json`` of each hub repo's text encoders and VAE; pure data, no torch.
+
+#: Text-encoder architectures by name: transformers config kwargs that give the published sizes.
+TEXT_ENCODER_CONFIGS: dict[str, dict[str, Any]] = {
+    # openai/clip-vit-large-patch14 text tower (SD1.5, SDXL, SD3, Flux): 0.123e9 parameters
+    "clip-l": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                   hidden_act="quick_gelu", vocab_size=49408, max_position_embeddings=77, projection_dim=768,
+                   bos_token_id=0, eos_token_id=2, pad_token_id=1),
+    # OpenCLIP ViT-H/14 text tower as SD2.1 ships it (23 of 24 layers: SD2 uses the penultimate one)
+    "openclip-h": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
+                       hidden_act="gelu", vocab_size=49408, max_position_embeddings=77, projection_dim=512,
+                       bos_token_id=0, eos_token_id=2, pad_token_id=1),
+    # OpenCLIP ViT-bigG/14 text tower (SDXL, SD3): 0.69e9 parameters with its 1280 projection
+    "clip-bigg": dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+                      hidden_act="gelu", vocab_size=49408, max_position_embeddings=77, projection_dim=1280,
+                      bos_token_id=0, eos_token_id=2, pad_token_id=1),
+    # google/t5-v1_1-xxl encoder (SD3, SD3.5, Flux): 4.76e9 parameters
+    "t5-xxl": dict(d_model=4096, d_ff=10240, num_layers=24, num_heads=64, d_kv=64, vocab_size=32128,
+                   feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
+                   relative_attention_max_distance=128, layer_norm_epsilon=1e-6, tie_word_embeddings=False,
+                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=1),
+}
+
+_VAE_BASE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=2, norm_num_groups=32, act_fn="silu",
+)
+_VAE_16CH = dict(_VAE_BASE, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False,
+                 sample_size=1024, force_upcast=True)
+
+#: AutoencoderKL configs by name: 83.7e6 parameters (4 latent channels), 83.8e6 (16, no quant convs)
+VAE_CONFIGS: dict[str, dict[str, Any]] = {
+    "sd": dict(_VAE_BASE, sample_size=512, scaling_factor=0.18215),
+    "sdxl": dict(_VAE_BASE, sample_size=1024, scaling_factor=0.13025, force_upcast=True),
+    "sd3": dict(_VAE_16CH, scaling_factor=1.5305, shift_factor=0.0609),
+    "flux": dict(_VAE_16CH, scaling_factor=0.3611, shift_factor=0.1159),
+}
+
+#: Pipeline text-encoder components by family: component -> (transformers class, TEXT_ENCODER_CONFIGS key)
+FAMILY_TEXT_ENCODERS: dict[str, dict[str, tuple[str, str]]] = {
+    "sd": {"text_encoder": ("CLIPTextModel", "clip-l")},
+    "sdxl": {"text_encoder": ("CLIPTextModel", "clip-l"),
+             "text_encoder_2": ("CLIPTextModelWithProjection", "clip-bigg")},
+    "sd3": {"text_encoder": ("CLIPTextModelWithProjection", "clip-l"),
+            "text_encoder_2": ("CLIPTextModelWithProjection", "clip-bigg"),
+            "text_encoder_3": ("T5EncoderModel", "t5-xxl")},
+    "flux": {"text_encoder": ("CLIPTextModel", "clip-l"), "text_encoder_2": ("T5EncoderModel", "t5-xxl")},
+}
+#: Generators whose text encoders differ from their family's
+TEXT_ENCODER_OVERRIDES: dict[str, dict[str, tuple[str, str]]] = {
+    "sd21": {"text_encoder": ("CLIPTextModel", "openclip-h")},
+}
+CLIP_MAX_LENGTH = 77
+T5_DEFAULT_MAX_LENGTH = 256  # StableDiffusion3Pipeline's max_sequence_length; Flux's comes from call_kwargs
+
+
+def text_encoder_parts(spec: GeneratorSpec) -> dict[str, tuple[str, str]]:
+    """``component -> (class name, text-encoder config name)`` of ``spec``'s full-size pipeline."""
+    return {**FAMILY_TEXT_ENCODERS[spec.family], **TEXT_ENCODER_OVERRIDES.get(spec.id, {})}
+
+
+def vae_config_name(spec: GeneratorSpec) -> str:
+    """Key of ``spec``'s VAE in :data:`VAE_CONFIGS` (the family: SD1.5 and SD2.1 share one VAE)."""
+    return spec.family
+
+
+def tokenizer_max_lengths(spec: GeneratorSpec) -> dict[str, int]:
+    """``tokenizer component -> model_max_length`` as the real pipeline calls them (CLIP 77; T5 256 or 512)."""
+    out: dict[str, int] = {}
+    for component, (cls, _) in text_encoder_parts(spec).items():
+        tok = component.replace("text_encoder", "tokenizer")
+        t5 = cls.startswith("T5")
+        out[tok] = int(spec.call_kwargs.get("max_sequence_length", T5_DEFAULT_MAX_LENGTH)) if t5 else CLIP_MAX_LENGTH
+    return out

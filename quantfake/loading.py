@@ -1,8 +1,10 @@
 """One loader for every profile: tiny (our factory), random (full-size, no weights), pretrained (local weights).
 
 ``tiny`` and ``pretrained`` share one code path (``from_pretrained`` on a folder), so CI exercises the loader
-that real weights go through. ``random`` builds only the full-size denoiser, straight on the target device,
-for latency / memory / FLOPs of the real shapes.
+that real weights go through. ``random`` builds the whole full-size pipeline with random weights straight on
+the target device (:mod:`quantfake.fullsize`) and quantizes it in memory; :func:`load_denoiser` builds the
+full-size denoiser alone, for latency / memory / FLOPs of the real shapes. A random model root saved by
+:func:`quantfake.fullsize.ensure_random_model_root` loads through ``pretrained`` like real weights.
 """
 
 from __future__ import annotations
@@ -122,28 +124,56 @@ def load_pipeline(generator: str, precision: str, profile: str = "tiny", *, devi
     """Load ``generator`` at ``precision`` for ``profile``, quantize it and prove the quantization took."""
     gen, prec = get_generator(generator), get_precision(precision)
     check_profile(profile)
-    if profile == "random":
-        raise ValueError("the random profile has no full pipeline (no text encoder weights); use load_denoiser")
     device = resolve_device(device)
     require_available(prec, device)
     store = store or Store()
-    if profile == "tiny":
+    if profile == "random":
+        from quantfake.fullsize import random_model_key
+
+        folder, model_key = None, random_model_key(generator, device)
+    elif profile == "tiny":
         from quantfake.tiny import ensure_tiny_pipeline
 
         folder = ensure_tiny_pipeline(generator, store.models_dir)
         model_key = f"tiny:{folder.name}"
     else:
         folder = find_pretrained(gen, model_root)
-        model_key = f"pretrained:{gen.hub_id}@{folder.name}"
+        model_key = _random_root_key(folder) or f"pretrained:{gen.hub_id}@{folder.name}"
     comps = components_to_quantize(gen, quantize_text_encoders)
     start = time.perf_counter()
-    pipe = _from_folder(gen, prec, folder, comps, device)
+    if folder is None:
+        pipe = _random_in_memory(gen, prec, comps, device)
+    else:
+        pipe = _from_folder(gen, prec, folder, comps, device)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     pipe.set_progress_bar_config(disable=True)
     report = verify(pipe, prec, comps)
-    return LoadedPipeline(gen, prec, profile, pipe, str(folder), model_key, device, comps, seconds, report)
+    source = str(folder) if folder else f"in memory: seeded random init on {device}"
+    return LoadedPipeline(gen, prec, profile, pipe, source, model_key, device, comps, seconds, report)
+
+
+def _random_root_key(folder: Path) -> str | None:
+    """The model key a random root records: its images must never pass for real weights' images in the store."""
+    from quantfake.fullsize import read_marker
+
+    marker = read_marker(folder)
+    return str(marker["model_key"]) if marker else None
+
+
+def _random_in_memory(gen: GeneratorSpec, prec: PrecisionSpec, comps: list[str], device: str) -> Any:
+    """The full-size random pipeline built on ``device`` in ``prec``'s dtype, ``comps`` quantized in memory."""
+    import diffusers
+
+    from quantfake.fullsize import build_random_pipeline
+
+    quiet_libraries()
+    check_components(getattr(diffusers, gen.txt2img_class), comps)
+    pipe = build_random_pipeline(gen.id, device, prec.torch_dtype)
+    for name in comps:
+        setattr(pipe, name, quantize_module_(getattr(pipe, name), prec, device))
+    return pipe
 
 
 def _from_folder(gen: GeneratorSpec, prec: PrecisionSpec, folder: Path, comps: list[str], device: str) -> Any:
