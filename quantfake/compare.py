@@ -22,7 +22,7 @@ from quantfake.results import cells_by_id, load_run
 
 __all__ = ["compare_runs", "rows_to_frame", "format_table", "main"]
 
-DEFAULT_HISTORY_DIR = ".quantfake/history"
+from quantfake.results import DEFAULT_HISTORY_DIR  # one default for pytest bench, report and compare
 
 
 def _finite(x: Any) -> bool:

@@ -18,13 +18,15 @@ from quantfake.grids import GridSpec, get_grid, resolve_grid
 from quantfake.loading import PROFILES
 from quantfake.perturbations import PERTURBATIONS
 from quantfake.precisions import DEFAULT_PRECISIONS, PRECISIONS
+from quantfake.results import DEFAULT_HISTORY_DIR
 
 #: Per-profile defaults: the tiny world is sized to run the whole grid on 2 CPU cores in CI.
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "tiny": {"n_images": 32, "n_real": 64, "n_calibration": 32, "n_train": 12, "steps": 4, "size": 64,
              "batch_size": 16, "n_boot": 200},
-    "random": {"n_images": 0, "n_real": 0, "n_calibration": 0, "n_train": 0, "steps": 1, "size": None,
-               "batch_size": 1, "n_boot": 0},
+    # the full-size rehearsal: whole pipelines at native size and steps, few images (they take seconds each)
+    "random": {"n_images": 8, "n_real": 16, "n_calibration": 8, "n_train": 0, "steps": None, "size": None,
+               "batch_size": 1, "n_boot": 200},
     "pretrained": {"n_images": 200, "n_real": 400, "n_calibration": 200, "n_train": 0, "steps": None,
                    "size": None, "batch_size": 4, "n_boot": 1000},
 }
@@ -77,7 +79,7 @@ class BenchOptions:
     weights_dir: Path | None = None
     real_dir: Path | None = None
     inception_weights: Path | None = None
-    history: Path = Path("reports/history")
+    history: Path = Path(DEFAULT_HISTORY_DIR)
     baselines_dir: Path = Path("baselines")
     update_baselines: bool = False
     report: bool = True
@@ -127,7 +129,7 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
         store=path("store", None) or _default_store(),
         model_root=path("model_root"), weights_dir=path("weights_dir"), real_dir=path("real_dir"),
         inception_weights=path("inception_weights"),
-        history=path("history", Path("reports/history")), baselines_dir=path("baselines_dir", Path("baselines")),
+        history=path("history", Path(DEFAULT_HISTORY_DIR)), baselines_dir=path("baselines_dir", Path("baselines")),
         update_baselines=bool(raw.get("update_baselines")), report=not raw.get("no_report"),
     )
 

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 TRAIN_SEED_OFFSET = 100_000  # training fakes never share seeds with evaluated fakes
 TRAIN_MODES = ("txt2img", "img2img")
+RANDOM_REAL_SIZE = 256
 
 
 class World:
@@ -78,10 +79,10 @@ class World:
                 full = load_real_dir(o.real_dir, size=o.size, policy="center_crop")
                 for path, err in full.excluded:
                     log.warning("excluded unreadable real image %s: %s", path, err)
-            elif o.profile == "tiny":
+            elif o.profile in ("tiny", "random"):
                 from quantfake.realdata import tiny_real_set
 
-                full = tiny_real_set(self.size, sum(sizes.values()), seed=o.seed)
+                full = tiny_real_set(self.real_size, sum(sizes.values()), seed=o.seed)
             else:
                 raise MissingWeightsError("real images", [], hint="pass --real-dir DIR with real photographs")
             order = np.random.default_rng(o.seed).permutation(len(full))
@@ -98,6 +99,12 @@ class World:
     @property
     def size(self) -> int:
         return self.o.size or 64
+
+    @property
+    def real_size(self) -> int:
+        """Side of the shipped real patches: the tiny size, or 256 px for the full-size rehearsal (``random``):
+        the packaged photographs are 300-600 px, so larger patches would be upsampled; detectors resize anyway."""
+        return self.o.size or (RANDOM_REAL_SIZE if self.o.profile == "random" else 64)
 
     # ---------------------------------------------------------------- pipelines and fakes
     def pipeline(self, generator: str, precision: str) -> LoadedPipeline:
@@ -157,7 +164,9 @@ class World:
                 tiny_dir = self._train_tiny_detector(detector_id, representation)
                 det = load_detector(detector_id, "tiny", device=self.device, tiny_dir=tiny_dir,
                                     representation=representation)
-            else:
+            elif self.o.profile == "random" and not self.o.weights_dir:  # full size, seeded random, in memory
+                det = load_detector(detector_id, "random", device=self.device, representation=representation)
+            else:  # real weights, or the random ones `quantfake make-random-weights` saved in the upstream layout
                 det = load_detector(detector_id, "pretrained", weights_dir=self.o.weights_dir, device=self.device,
                                     trust_checkpoints=self.o.trust_checkpoints, representation=representation)
             self._detectors[key] = det

@@ -38,9 +38,10 @@ from quantfake.efficiency.cells import (
 from quantfake.efficiency.devices import device_info, synchronize
 from quantfake.efficiency.oom import free_cached_memory
 from quantfake.generators import get_generator
-from quantfake.loading import load_denoiser, load_pipeline, resolve_device
+from quantfake.loading import load_pipeline, resolve_device
 from quantfake.precisions import get_precision, reference_precision, unavailable_reason
 
+E2E_BATCHES: tuple[int, ...] = (4,)  # larger batches tried end to end on a GPU, after batch 1
 IMAGES_PER_STEP = 1  # one image per denoiser step (two rows under CFG): the per-image cost
 #: (warmup, repeats) of the step timing, the pytest-benchmark rounds, and the e2e timing, per device type
 REPEATS: dict[str, dict[str, int]] = {
@@ -82,7 +83,7 @@ def cell_params(fixture: str, options: Any) -> list[tuple[str, Any]]:
         pairs = [(cheapest_generator(options), ref), *plan_for(options).generator_precisions()]
         return [(c.id, c) for g, p in pairs for c in efficiency_cells((g,), (p,), compile_modes)]
     if fixture == "overhead_generator":
-        gens = [] if options.profile == "random" or options.compile else list(options.generators)  # whole pipeline
+        gens = [] if options.compile else list(options.generators)  # whole pipeline
         gens = [cheapest_generator(options)] if covering and gens else gens
         return [(f"effic-overhead-{g}", g) for g in gens]
     if fixture == "det_cell":
@@ -168,7 +169,7 @@ def generator_skip_reason(cell: EfficiencyCell, device: str, profile: str) -> st
     if reason:
         return reason
     if profile == "random" and not device.startswith("cuda"):
-        return "the random profile builds full-size denoisers (up to 12B parameters): GPU only"
+        return "the random profile builds full-size pipelines (up to 17B parameters): GPU only"
     if cell.compile and not device.startswith("cuda"):
         return "torch.compile cells are GPU only (CPU inductor compile is minutes per model)"
     return None
@@ -193,12 +194,10 @@ def run_generator_cell(cell: EfficiencyCell, options: Any, device: str, benchmar
     holder: dict[str, Any] = {}
 
     def load() -> dict[str, Any]:
-        if profile == "random":
-            holder["model"], load_s = load_denoiser(spec.id, prec.id, device=device)
-        else:
-            loaded = load_pipeline(spec.id, prec.id, profile, device=device, store=store_for(options),
-                                   model_root=options.model_root)
-            holder["loaded"], holder["model"], load_s = loaded, loaded.denoiser, loaded.load_seconds
+        # every profile loads the whole pipeline (random: full-size text encoders, denoiser and VAE)
+        loaded = load_pipeline(spec.id, prec.id, profile, device=device, store=store_for(options),
+                               model_root=options.model_root)
+        holder["loaded"], holder["model"], load_s = loaded, loaded.denoiser, loaded.load_seconds
         return {"load_s": load_s}
 
     def step() -> Any:
@@ -217,10 +216,31 @@ def run_generator_cell(cell: EfficiencyCell, options: Any, device: str, benchmar
             extra.update(oom_guarded(lambda: measure_pipeline_e2e(
                 holder["loaded"], steps, size, device, repeats=reps["e2e_repeats"], warmup=reps["e2e_warmup"],
                 images=IMAGES_PER_STEP)))
+            extra.update(best_batch_fields(holder["loaded"], steps, size, device, reps, extra))
         run_benchmark(benchmark, step, device, reps["rounds"], extra)
     finally:
         holder.clear()
     return extra
+
+
+def best_batch_fields(loaded: Any, steps: int, size: int, device: str, reps: dict[str, int],
+                      batch1: dict[str, Any]) -> dict[str, Any]:
+    """End to end at :data:`E2E_BATCHES` (GPU only; an OOM ends the search): s/image at the best batch, images/hour."""
+    out: dict[str, Any] = {}
+    best = (batch1.get("e2e_ms_per_image"), IMAGES_PER_STEP)
+    for batch in (E2E_BATCHES if device.startswith("cuda") else ()):
+        res = oom_guarded(lambda batch=batch: measure_pipeline_e2e(
+            loaded, steps, size, device, repeats=max(1, reps["e2e_repeats"] - 1), warmup=1, images=batch))
+        if res.get("oom"):
+            out[f"e2e_b{batch}_oom"] = True
+            break
+        out[f"e2e_ms_per_image_b{batch}"] = res["e2e_ms_per_image"]
+        out[f"e2e_peak_vram_gib_b{batch}"] = res.get("e2e_peak_vram_gib")
+        if best[0] is None or res["e2e_ms_per_image"] < best[0]:
+            best = (res["e2e_ms_per_image"], batch)
+    if best[0]:
+        out.update(best_batch=best[1], best_s_per_image=best[0] / 1e3, images_per_hour=3.6e6 / best[0])
+    return out
 
 
 # ------------------------------------------------------------------ overhead guard

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from quantfake.report.build import build_report
+from quantfake.results import DEFAULT_HISTORY_DIR  # one default for bench, report and compare
 
 __all__ = ["main", "DEFAULT_HISTORY_DIR"]
 
 LOG = logging.getLogger(__name__)
-DEFAULT_HISTORY_DIR = ".quantfake/history"
 
 
 def _previous_run(current: dict[str, Any], history_dir: Path) -> dict[str, Any] | None:

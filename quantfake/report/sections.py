@@ -30,9 +30,24 @@ __all__ = [
 ]
 
 
+def random_weights_run(record: Mapping[str, Any]) -> bool:
+    """Whether the run's generators (profile ``random``) or any cell's detector had random weights."""
+    if record.get("profile") == "random":
+        return True
+    for cell in record.get("cells", []):
+        extra = cell.get("extra") or {}
+        if (extra.get("detector") or {}).get("random_weights"):
+            return True
+    return False
+
+
 def summary_section(record: Mapping[str, Any], cells: pd.DataFrame) -> Section:
     """What ran, what failed, and the largest paired AUC shifts."""
     section = Section("Summary")
+    if random_weights_run(record):
+        section.blocks.append(Text(
+            "RANDOM WEIGHTS: this run used full-size models with random weights (a rehearsal of the machinery: "
+            "latency, memory, the loaders, the records). Its detection and fidelity scores mean nothing."))
     section.blocks.append(Text(
         f"Run {record.get('run_id')} created {record.get('created', '?')} with profile "
         f"{record.get('profile', '?')}: {len(cells)} cells."))
