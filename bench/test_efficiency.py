@@ -59,8 +59,8 @@ def test_generation_overhead(overhead_generator, qf_options, effic_device, bench
     """Guard: the suite's generation path is not measurably slower than a bare diffusers call."""
     extra = _cell(runner.run_overhead_cell, overhead_generator, qf_options, effic_device, benchmark)
     if not extra["oom"]:
-        low, _high = extra["overhead_ratio_ci95"]
-        assert low <= 1.0 + extra["overhead_tolerance"], runner.overhead_message(extra)
+        _low, high = extra["overhead_ratio_ci95"]  # the whole CI must sit under the tolerance, not just its low end
+        assert high <= 1.0 + extra["overhead_tolerance"], runner.overhead_message(extra)
 
 
 def test_detector_efficiency(det_cell, qf_options, effic_device, benchmark) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import inspect
 import json
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,10 +127,16 @@ def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
                 if any(not (folder / f"{x}.png").exists() for x in s)}
         bar = tqdm(total=sum(len(s) for s in todo.values()), desc=f"generate {key[:40]}", unit="img",
                    disable=not progress or not todo, leave=False)
-        for chunk, chunk_seeds in sorted(todo.items()):
-            full = [req.seed_offset + chunk * req.batch_size + i for i in range(req.batch_size)]
-            made += _run_chunk(loaded, req, store, folder, full, chunk_seeds, init_images)
-            bar.update(len(chunk_seeds))
+        # One writer thread: chunk k's PNG encoding and atomic writes (PIL and file I/O release the GIL) overlap
+        # chunk k+1's denoising, so the store costs a run almost nothing beyond the last chunk's write.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantfake-writer") as writer:
+            pending = []
+            for chunk, chunk_seeds in sorted(todo.items()):
+                full = [req.seed_offset + chunk * req.batch_size + i for i in range(req.batch_size)]
+                write = _run_chunk(loaded, req, full, chunk_seeds, init_images)
+                pending.append(writer.submit(write, folder))
+                bar.update(len(chunk_seeds))
+            made += sum(f.result() for f in pending)  # re-raises a failed write
         bar.close()
     images = [_read_entry(folder, s) for s in seeds]
     manifest = {"key": key, "generator": loaded.generator.id, "precision": loaded.precision.id,
@@ -137,11 +145,10 @@ def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
     return GenerationResult(key, images, made, len(seeds) - made, time.perf_counter() - start, manifest)
 
 
-def _run_chunk(loaded: LoadedPipeline, req: GenerationRequest, store: Store, folder: Path,
-               chunk_seeds: list[int], wanted: list[int], init_images: list[Image.Image] | None) -> int:
-    """Generate a whole chunk (fixed composition) and write the wanted, missing images atomically."""
+def _run_chunk(loaded: LoadedPipeline, req: GenerationRequest, chunk_seeds: list[int], wanted: list[int],
+               init_images: list[Image.Image] | None) -> Callable[[Path], int]:
+    """Generate a whole chunk (fixed composition); return the function that writes its wanted, missing images."""
     pipe = loaded.for_mode(req.mode)
-    device = loaded.device
     gens = [torch.Generator(device="cpu").manual_seed(s) for s in chunk_seeds]
     kwargs: dict[str, Any] = dict(
         prompt=[req.prompt_for(s) for s in chunk_seeds], num_inference_steps=req.steps,
@@ -164,12 +171,25 @@ def _run_chunk(loaded: LoadedPipeline, req: GenerationRequest, store: Store, fol
     per_image = (time.perf_counter() - start) / len(chunk_seeds)
     final = latents["last"].float().cpu().numpy()
     versions = package_versions()
+    images = list(out.images)
+
+    def write(folder: Path) -> int:
+        return _write_chunk(folder, loaded, req, chunk_seeds, wanted, images, final, per_image, versions)
+
+    return write
+
+
+def _write_chunk(folder: Path, loaded: LoadedPipeline, req: GenerationRequest, chunk_seeds: list[int],
+                 wanted: list[int], images: list[Image.Image], final: np.ndarray, per_image: float,
+                 versions: dict[str, Any]) -> int:
+    """Write the wanted, missing images of a chunk: latent, manifest, then the PNG (its presence = complete)."""
+    device = loaded.device
     written = 0
     for i, seed in enumerate(chunk_seeds):
         path = folder / f"{seed}.png"
         if seed not in wanted or path.exists():
             continue
-        data = png_bytes(out.images[i])
+        data = png_bytes(images[i])
         np_buf = _npy_bytes(final[i])
         atomic_write_bytes(path.with_suffix(".latent.npy"), np_buf)
         atomic_write_json(folder / f"{seed}.json", {

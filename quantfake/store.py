@@ -79,9 +79,12 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def png_bytes(image: Any) -> bytes:
-    """PNG encoding of a PIL image; deterministic, so its hash identifies the pixels."""
+    """PNG encoding of a PIL image; deterministic, so its hash identifies the pixels.
+
+    zlib level 1: lossless like the default 6, about 2x faster to encode (a 1024 px image: ~100 vs ~210 ms on a
+    2-core EPYC) for ~12 % more bytes; encoding is on the generation path (issue 15's 3 % overhead target)."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    image.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 

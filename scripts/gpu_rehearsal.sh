@@ -46,7 +46,7 @@ for s in "${@:-smoke detect}"; do
              --out "$OUT/rehearsal_smoke_$TAG.json";;
     detect) python3 -m quantfake.cli make-random-weights --root "$WEIGHTS" > "$OUT/weights.log" 2>&1 || RC=1
             stage "detect_$TAG" python3 -m pytest bench/test_detection.py bench/test_fidelity.py "${COMMON[@]}" \
-              --modes "$MODES" --detectors all --n-images "$N_IMAGES" --weights-dir "$WEIGHTS" --no-report;;
+              --modes "$MODES" --detectors all --n-images "$N_IMAGES" --weights-dir "$WEIGHTS" ${EXTRA:-};;
     effic) stage "effic_$TAG" python3 -m pytest bench/test_efficiency.py "${COMMON[@]}" -k "not effic-det" \
              --benchmark-json "$OUT/effic_random_e2e_$TAG.json" --no-report;;
     compare) stage compare bash -c "python3 -m quantfake.cli report latest && python3 -m quantfake.cli compare previous latest";;
@@ -54,4 +54,5 @@ for s in "${@:-smoke detect}"; do
   esac
 done
 cp reports/history/*.json "$OUT/" 2>/dev/null
+cp baselines/random.json "$OUT/baselines_random.json" 2>/dev/null
 exit $RC

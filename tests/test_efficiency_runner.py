@@ -23,7 +23,8 @@ def test_cell_params_follow_the_options() -> None:
     assert [i for i, _ in cell_params("overhead_generator", o)] == ["effic-overhead-sd3", "effic-overhead-flux"]
     assert all(i.startswith("effic-det-npr-") for i, _ in cell_params("det_cell", o))
     random = build_options({"profile": "random", "generators": "sd3"})
-    assert cell_params("overhead_generator", random) == []  # no whole pipeline without weights
+    # the random profile builds whole full-size pipelines: the overhead guard runs there too
+    assert cell_params("overhead_generator", random) == [("effic-overhead-sd3", "sd3")]
     with pytest.raises(ValueError, match="accepted"):
         cell_params("nope", o)
 

@@ -45,9 +45,11 @@ E2E_BATCHES: tuple[int, ...] = (4,)  # larger batches tried end to end on a GPU,
 IMAGES_PER_STEP = 1  # one image per denoiser step (two rows under CFG): the per-image cost
 #: (warmup, repeats) of the step timing, the pytest-benchmark rounds, and the e2e timing, per device type
 REPEATS: dict[str, dict[str, int]] = {
-    "cpu": {"warmup": 1, "repeats": 2, "rounds": 1, "e2e_warmup": 1, "e2e_repeats": 1, "overhead_pairs": 4},
+    "cpu": {"warmup": 1, "repeats": 2, "rounds": 1, "e2e_warmup": 1, "e2e_repeats": 1, "overhead_pairs": 4,
+            "overhead_images": 2},
     # one full-size step is 50 ms .. 3 s: few repeats keep a 45-cell H100 run inside its time box
-    "cuda": {"warmup": 1, "repeats": 3, "rounds": 2, "e2e_warmup": 1, "e2e_repeats": 3, "overhead_pairs": 6},
+    "cuda": {"warmup": 1, "repeats": 3, "rounds": 2, "e2e_warmup": 1, "e2e_repeats": 2, "overhead_pairs": 4,
+             "overhead_images": 3},
 }
 #: the guard fails only when the suite is shown (CI lower bound of the paired ratio) to be slower than this:
 #: 3 % on a GPU (the target), 25 % on a shared 2-core CPU runner where neighbours add noise of that size
@@ -230,7 +232,7 @@ def best_batch_fields(loaded: Any, steps: int, size: int, device: str, reps: dic
     best = (batch1.get("e2e_ms_per_image"), IMAGES_PER_STEP)
     for batch in (E2E_BATCHES if device.startswith("cuda") else ()):
         res = oom_guarded(lambda batch=batch: measure_pipeline_e2e(
-            loaded, steps, size, device, repeats=max(1, reps["e2e_repeats"] - 1), warmup=1, images=batch))
+            loaded, steps, size, device, repeats=1, warmup=1, images=batch))
         if res.get("oom"):
             out[f"e2e_b{batch}_oom"] = True
             break
@@ -261,8 +263,9 @@ def run_overhead_cell(generator: str, options: Any, device: str, benchmark: Any)
                            model_root=options.model_root)
     extra: dict[str, Any] = {**common_fields(device, profile), "generator": spec.id, "precision": precision,
                              "size": size, "steps": steps, "images": IMAGES_PER_STEP}
+    extra["images"] = reps["overhead_images"]
     extra.update(oom_guarded(lambda: measure_generation_overhead(
-        loaded, steps, size, device, pairs=reps["overhead_pairs"], warmup=1, images=IMAGES_PER_STEP)))
+        loaded, steps, size, device, pairs=reps["overhead_pairs"], warmup=1, images=reps["overhead_images"])))
     extra["overhead_tolerance"] = overhead_tolerance(device)
 
     def bare() -> Any:
