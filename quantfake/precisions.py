@@ -242,9 +242,15 @@ def _bnb_linear(bnb: Any, linear: nn.Linear, spec: PrecisionSpec) -> nn.Module:
         new.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type=qt)
     if has_bias:
         new.bias = nn.Parameter(linear.bias.data, requires_grad=False)
-    if weight.device.type != "meta":
-        new = new.to(weight.device)  # bitsandbytes quantizes on .to(); same-device moves quantize too
-    return new
+    if weight.device.type == "meta":
+        return new
+    if isinstance(new.weight, bnb.nn.Int8Params) and weight.device.type != "cpu":
+        # Int8Params quantizes only on a move *from the CPU* (bitsandbytes 0.50 ``Int8Params.to``); weights built
+        # on the GPU (the random profile) would stay bf16 inside a Linear8bitLt. Quantize where they are, as
+        # that move does, instead of a round trip through host memory. verify() catches it if this ever changes.
+        new.weight = new.weight._quantize(weight.device)
+        return new.to(weight.device)
+    return new.to(weight.device)  # bitsandbytes quantizes on .to() (4-bit: same-device moves too)
 
 
 # --------------------------------------------------------------------------------------------------
