@@ -126,3 +126,16 @@ def test_grid_estimate_from_recorded_cells() -> None:
     est = estimate_grid([("sd3", "fp32", "txt2img"), ("sd3", "fp16", "txt2img")], 4, 10, per_image, per_cell,
                         {"fp16": 10.0, "bf16": 1.0})
     assert est.seconds == pytest.approx(10 * 0.1 + 10 * 0.1 * 10.0 + 4 * 1.25) and est.images == 20
+
+
+def test_int8_activation_precision_skips_on_cpus_without_vnni(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from quantfake.precisions import get_precision, unavailable_reason
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    reason = unavailable_reason(get_precision("int8dq"), "cpu")
+    assert reason and "AVX2" in reason and "saturate" in reason
+    assert unavailable_reason(get_precision("int8wo"), "cpu") is None  # weight-only int8 computes in bf16
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert unavailable_reason(get_precision("int8dq"), "cpu") is None
