@@ -24,6 +24,14 @@ from quantfake.errors import UnknownIdError
 TINY_FP32_MS_PER_IMAGE: dict[str, float] = {
     "sd15": 56.0, "sd21": 35.0, "sdxl": 29.0, "sd3": 26.0, "sd35": 31.0, "sd35l": 24.0, "flux": 16.0, "fluxs": 14.0,
 }
+#: End-to-end seconds per image at bf16, native size and default steps, full-size random pipelines on an H200
+#: (benchmarks/rehearsal/effic_e2e_h200.json, batch 1); other generators are scaled by steps from these. Only
+#: used to order work (heaviest generator-precision groups first on several GPUs), never reported.
+FULLSIZE_S_PER_IMAGE: dict[str, float] = {"sd3": 1.62, "sdxl": 2.77, "flux": 8.80}
+#: Relative cost of a precision against bf16 at full size (measured: nf4 1.07x on sd3 / flux, 2.0x on sdxl;
+#: LLM.int8 about 2.7x on flux, 5.8x on the SDXL UNet per step, NOTES.md); a coarse order, not a prediction.
+PRECISION_COST_FACTOR: dict[str, float] = {"fp32": 2.0, "int8": 4.0, "nf4": 1.5, "fp4": 1.5, "fp8": 1.2,
+                                           "fp8dq": 1.5, "int8wo": 2.5, "int8dq": 2.5}
 #: Worst measured fp16 / bf16 slow-down against fp32 on a CPU without AVX-512 FP16 / AMX (issue 14: 10-25x).
 HALF_SLOWDOWN_WORST = 25.0
 #: Cost assumed for a generator missing from the table above (the dearest measured).
@@ -99,6 +107,22 @@ def set_cost(generator: str, precision: str, half_slowdown: float = HALF_SLOWDOW
     """Relative cost of one image set (ms per image), for the worst CPU CI may land on."""
     base = TINY_FP32_MS_PER_IMAGE.get(generator, _UNKNOWN_GENERATOR_MS)
     return base * (half_slowdown if is_half_compute(precision) else 1.0)
+
+
+def group_cost(generator: str, precision: str, profile: str) -> float:
+    """Relative cost of one generator x precision group, to schedule the heaviest first (several workers)."""
+    from quantfake.generators import GENERATORS
+
+    if profile == "tiny":
+        return set_cost(generator, precision)
+    spec = GENERATORS.get(generator)
+    if generator in FULLSIZE_S_PER_IMAGE:
+        base = FULLSIZE_S_PER_IMAGE[generator]
+    else:  # scale the measured generator of the same family by its default steps
+        family = {"sd": "sdxl", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux"}.get(spec.family if spec else "", "flux")
+        ref = GENERATORS[family]
+        base = FULLSIZE_S_PER_IMAGE[family] * (spec.default_steps if spec else 1) / ref.default_steps
+    return base * PRECISION_COST_FACTOR.get(precision, 1.0)
 
 
 @dataclass(frozen=True)
