@@ -2,8 +2,8 @@
 
 Each metric of each cell present in both runs is tested with the same gate as
 the baselines (:func:`quantfake.baselines.check_metric`): A is the reference,
-B the new run.  Exit status: 0 no significant regression, 1 at least one,
-2 usage error (unknown run, bad option).
+B the new run.  Exit status: 0 no significant regression, 1 at least one or a cell
+that ran in A and is missing, skipped or errored in B (unless ``--allow-missing``), 2 usage error.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from tabulate import tabulate
 
 from quantfake.baselines import BenchConfig, check_metric, load_config
 from quantfake.metrics import METRICS
-from quantfake.results import cells_by_id, load_run
+from quantfake.results import DEFAULT_HISTORY_DIR, cells_by_id, load_run
 
-__all__ = ["compare_runs", "rows_to_frame", "format_table", "main"]
+__all__ = ["compare_runs", "lost_cells", "rows_to_frame", "format_table", "main"]
 
-from quantfake.results import DEFAULT_HISTORY_DIR  # one default for pytest bench, report and compare
+#: statuses of a cell that produced numbers; a base cell with one of these must produce numbers again
+RAN = ("passed", "failed")
 
 
 def _finite(x: Any) -> bool:
@@ -68,6 +69,25 @@ def compare_runs(
     return rows
 
 
+def lost_cells(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Cells that ran in ``a`` and are missing, skipped or errored in ``b``: ``[(cell_id, what happened)]``.
+
+    A model, a weights file or bitsandbytes vanishing from a runner turns cells into skips or errors; a gate
+    that only compares the cells present in both runs would pass (issue 16).
+    """
+    cells_a, cells_b = cells_by_id(a), cells_by_id(b)
+    lost = []
+    for cell_id, ca in sorted(cells_a.items()):
+        if ca.status not in RAN:
+            continue
+        cb = cells_b.get(cell_id)
+        if cb is None:
+            lost.append((cell_id, "missing from the new run"))
+        elif cb.status not in RAN:
+            lost.append((cell_id, f"{cb.status} in the new run: {cb.message[:160]}".rstrip(": ")))
+    return lost
+
+
 def rows_to_frame(rows: list[dict[str, Any]]):  # -> pandas.DataFrame (pandas imported lazily)
     """The rows as a DataFrame, for notebooks and reports."""
     import pandas as pd
@@ -97,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metric", action="append", dest="metrics", metavar="NAME",
                         help="metric to compare (repeatable; 'all' for every metric); default: gated metrics")
     parser.add_argument("--pyproject", default="pyproject.toml", help="where [tool.quantfake] is read from")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="do not fail when cells of A are missing, skipped or errored in B (a smaller run on purpose)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
@@ -123,7 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cells only in B: {', '.join(only_b)}")
     n_reg = sum(r["regression"] for r in rows)
     print(f"{n_reg} significant regression(s)")
-    return 1 if n_reg else 0
+    lost = lost_cells(run_a, run_b)
+    if lost:
+        print(tabulate(lost, headers=["cell of A lost in B", "what happened"]))
+        verdict = "allowed (--allow-missing)" if args.allow_missing else "FAIL (pass --allow-missing if intended)"
+        print(f"{len(lost)} cell(s) of A did not run in B: {verdict}")
+    return 1 if n_reg or (lost and not args.allow_missing) else 0
 
 
 if __name__ == "__main__":

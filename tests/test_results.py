@@ -6,6 +6,7 @@ import json
 import math
 import multiprocessing as mp
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -124,9 +125,30 @@ def test_compare_cli_exit_codes(two_runs: Path, capsys) -> None:
     assert "REGRESSION" in out and "c2" in out and "cells only in A: gone" in out and "cells only in B: new" in out
     assert C.main(["20260101T000000Z-0000000a", "latest", *h]) == 0  # identical numbers
     assert "REGRESSION" not in capsys.readouterr().out
-    assert C.main(["previous", "latest", *h, "--metric", "all"]) == 0  # an improvement is not a failure
-    assert "improved" in capsys.readouterr().out
+    assert C.main(["previous", "latest", *h, "--metric", "all"]) == 1  # 'new' of the previous run is missing
+    out = capsys.readouterr().out
+    assert "improved" in out and "new" in out and "did not run in B: FAIL" in out
+    assert C.main(["previous", "latest", *h, "--metric", "all", "--allow-missing"]) == 0  # an improvement passes
+    assert "allowed (--allow-missing)" in capsys.readouterr().out
     assert C.main(["missing.json", "latest", *h]) == 2
     assert "no run record" in capsys.readouterr().err
     assert C.main(["latest", "latest", *h, "--metric", "aucc"]) == 2
     assert C.main(["only-one-arg"]) == 2
+
+
+def test_compare_fails_on_cells_lost_in_the_new_run(tmp_path: Path, capsys) -> None:
+    """A cell that ran in the base and is missing, skipped or errored in the new run fails the gate (issue 16)."""
+    base = [_cell("kept", 0.9), _cell("dropped", 0.9), _cell("skipped", 0.9), _cell("errored", 0.9)]
+    new = [_cell("kept", 0.9), replace(_cell("skipped", 0.9), status="skipped", message="bitsandbytes missing"),
+           replace(_cell("errored", 0.9), status="error", message="out of memory")]
+    _write_run(tmp_path, "20260101T000000Z-0000000a", base)
+    _write_run(tmp_path, "20260102T000000Z-0000000b", new)
+    a, b = load_run("previous", tmp_path), load_run("latest", tmp_path)
+    lost = dict(C.lost_cells(a, b))
+    assert set(lost) == {"dropped", "skipped", "errored"}
+    assert "missing" in lost["dropped"] and "bitsandbytes" in lost["skipped"] and "out of memory" in lost["errored"]
+    h = ["--history", str(tmp_path), "--pyproject", str(tmp_path / "none.toml")]
+    assert C.main(["previous", "latest", *h]) == 1
+    assert "3 cell(s) of A did not run in B" in capsys.readouterr().out
+    assert C.main(["previous", "latest", *h, "--allow-missing"]) == 0
+    assert C.lost_cells(b, a) == []  # cells that did not run in the base are not owed by the new run
