@@ -92,6 +92,12 @@ def _train(argv: list[str]) -> int:
     return int(main(argv) or 0)
 
 
+def _plan(argv: list[str]) -> int:
+    from quantfake.plan import main
+
+    return int(main(argv) or 0)
+
+
 def _make_random_weights(argv: list[str]) -> int:
     from quantfake.detectors.random_weights import main
 
@@ -138,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                                 _make_random_weights),
         "make-random-root": ("save full-size random pipelines as a model root (rehearsals, no download)",
                              _make_random_root),
+        "plan": ("predicted wall time and peak VRAM of a grid on N GPUs, from recorded costs", _plan),
     }
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         parser = argparse.ArgumentParser(prog="quantfake", description=__doc__.splitlines()[0])
