@@ -38,11 +38,29 @@ def measured_costs(cells: Iterable) -> tuple[dict[tuple[str, str], float], float
     return per_image, (statistics.median(overhead) if overhead else 1.0)
 
 
+def pipeline_half_ratios(per_image: dict[tuple[str, str], float], fp32: dict[str, float]) -> dict[str, float]:
+    """fp16 / bf16 slow-down of whole tiny pipelines as this run measured it (generator by generator).
+
+    A matmul microbenchmark overstates it for tiny pipelines (on an AVX2-only CPU, 50x for a matmul but about 3x
+    for a whole tiny image, where small kernels and Python dominate), so measured pairs win when there are any.
+    """
+    ratios: dict[str, list[float]] = {}
+    for (g, p), s in per_image.items():
+        kind = half_kind(p)
+        if kind and g in fp32 and fp32[g] > 0:
+            ratios.setdefault(kind, []).append(s / fp32[g])
+    out = {k: statistics.median(v) for k, v in ratios.items()}
+    if len(out) == 1:  # one half dtype measured: the other is assumed alike (both are slow or both are fast)
+        out.setdefault("bf16" if "fp16" in out else "fp16", next(iter(out.values())))
+    return out
+
+
 def estimate_grid(image_sets: list[tuple[str, str, str]], n_cells: int, n_images: int,
                   per_image: dict[tuple[str, str], float], per_cell_s: float,
                   half_ratio: dict[str, float]) -> GridEstimate:
     """Seconds to generate ``image_sets`` (generator, precision, mode) and run ``n_cells`` cells."""
     fp32 = {g: s for (g, p), s in per_image.items() if not is_half_compute(p)}
+    half_ratio = {**half_ratio, **pipeline_half_ratios(per_image, fp32)}
     scale = statistics.median([s / (TINY_FP32_MS_PER_IMAGE[g] / 1e3) for g, s in fp32.items()
                                if g in TINY_FP32_MS_PER_IMAGE] or [1.0])
     total = 0.0

@@ -6,7 +6,9 @@ Columns: generation seconds charged to the cell (the image sets it had to make),
 (scoring, statistics, fidelity), and the projection for a CPU whose fp16 / bf16 arithmetic is
 ``--half-slowdown`` x fp32 (issue 14: 10-25x on AVX2-only EPYCs). The projection rescales each half-precision
 cell's generation time by (target slow-down / this machine's measured slow-down of that dtype), from the
-cells' own recorded times; the rest of a cell runs in fp32 and is kept.
+cells' own recorded times; the rest of a cell runs in fp32 and is kept. The reference (fp32) set of a
+quantized cell is charged to the first cell that needed it, so the first cells also carry the tiny detectors'
+training (their fakes and the training itself).
 """
 
 from __future__ import annotations
@@ -31,15 +33,19 @@ def main() -> int:
     args = ap.parse_args()
     record = json.loads(args.record.read_text())
     here = half_slowdown()
-    rows, totals = [], [0.0, 0.0, 0.0]
-    for cell in record["cells"]:
+    rows, totals, charged = [], [0.0, 0.0, 0.0], set()
+    for cell in sorted(record["cells"], key=lambda c: (c.get("timings") or {}).get("start_unix", 0.0)):
         t, p = cell.get("timings") or {}, cell.get("params") or {}
-        gen = float(t.get("generation_s") or 0.0)
+        key = (cell.get("extra") or {}).get("generation_key")
+        # a set's generation is charged to the first cell that needed it; later cells reuse it from memory
+        gen = float(t.get("generation_s") or 0.0) if key and key not in charged and t.get("generated") else 0.0
+        if gen:
+            charged.add(key)
         rest = max(0.0, float(t.get("cell_s") or 0.0) - gen)
         kind = half_kind(p["precision"]) if p.get("precision") else None
         factor = max(1.0, args.half_slowdown / max(here.get(kind, 1.0), 1.0)) if kind else 1.0
         projected = gen * factor + rest
-        rows.append([cell["cell_id"], cell["kind"], int(t.get("generated") or 0), f"{gen:.1f}", f"{rest:.1f}",
+        rows.append([cell["cell_id"], cell["kind"], int(t.get("generated") or 0) if gen else 0, f"{gen:.1f}", f"{rest:.1f}",
                      f"{projected:.1f}"])
         totals = [totals[0] + gen, totals[1] + rest, totals[2] + projected]
     rows.append(["total", "", "", f"{totals[0]:.0f}", f"{totals[1]:.0f}", f"{totals[2]:.0f}"])

@@ -139,3 +139,15 @@ def test_int8_activation_precision_skips_on_cpus_without_vnni(monkeypatch: pytes
     assert unavailable_reason(get_precision("int8wo"), "cpu") is None  # weight-only int8 computes in bf16
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert unavailable_reason(get_precision("int8dq"), "cpu") is None
+
+
+def test_measured_pipeline_half_ratio_wins_over_the_microbenchmark() -> None:
+    from quantfake.grid_estimate import pipeline_half_ratios
+
+    per_image = {("sd3", "fp32"): 0.02, ("sd3", "bf16"): 0.06, ("flux", "fp32"): 0.01, ("flux", "nf4"): 0.03}
+    ratios = pipeline_half_ratios(per_image, {"sd3": 0.02, "flux": 0.01})
+    assert ratios == pytest.approx({"bf16": 3.0, "fp16": 3.0})  # nf4 computes in bf16; fp16 assumed alike
+    est = estimate_grid([("sd3", "bf16", "txt2img"), ("sdxl", "fp16", "txt2img")], 0, 10, per_image, 0.0,
+                        {"fp16": 50.0, "bf16": 50.0})
+    sdxl_fp32 = 0.02 / (TINY_FP32_MS_PER_IMAGE["sd3"] / 1e3) * TINY_FP32_MS_PER_IMAGE["sdxl"] / 1e3
+    assert est.seconds == pytest.approx(10 * 0.06 + 10 * sdxl_fp32 * 3.0, rel=0.2)
