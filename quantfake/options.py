@@ -79,6 +79,7 @@ class BenchOptions:
     weights_dir: Path | None = None
     real_dir: Path | None = None
     inception_weights: Path | None = None
+    prompts: tuple[str, ...] | None = None  # --prompts FILE, one prompt a line; None: the built-in 16
     history: Path = Path(DEFAULT_HISTORY_DIR)
     baselines_dir: Path = Path("baselines")
     update_baselines: bool = False
@@ -129,6 +130,7 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
         store=path("store", None) or _default_store(),
         model_root=path("model_root"), weights_dir=path("weights_dir"), real_dir=path("real_dir"),
         inception_weights=path("inception_weights"),
+        prompts=_prompts(raw.get("prompts")),
         history=path("history", Path(DEFAULT_HISTORY_DIR)), baselines_dir=path("baselines_dir", Path("baselines")),
         update_baselines=bool(raw.get("update_baselines")), report=not raw.get("no_report"),
     )
@@ -152,6 +154,14 @@ def _axis_defaults(grid: GridSpec) -> dict[str, tuple[str, ...]]:
     """Per-axis defaults: the grid's own ids, else every id (covering grids) or the core set (full grids)."""
     base = ALL_IDS if grid.covering else FULL_DEFAULTS
     return {a: getattr(grid, a) or base[a] for a in base}
+
+
+def _prompts(value: str | None) -> tuple[str, ...] | None:
+    if not value:
+        return None
+    from quantfake.prompts import read_prompts
+
+    return read_prompts(value)
 
 
 def _default_store() -> Path:

@@ -30,6 +30,7 @@ from quantfake.generators import GENERATORS, get_generator
 from quantfake.loading import LoadedPipeline, load_pipeline, resolve_device
 from quantfake.options import BenchOptions
 from quantfake.precisions import reference_precision
+from quantfake.prompts import prompts_sha256
 from quantfake.realdata import RealSet
 from quantfake.results import CellResult
 from quantfake.store import Store, config_hash
@@ -134,7 +135,7 @@ class World:
             steps=o.steps or spec.default_steps,
             guidance=o.guidance if o.guidance is not None else spec.default_guidance,
             size=o.size or spec.native_size, strength=o.strength, batch_size=o.batch_size,
-            init_hashes=tuple(init.ids) if init else (),
+            init_hashes=tuple(init.ids) if init else (), **({"prompts": o.prompts} if o.prompts else {}),
         )
 
     def fakes(self, generator: str, precision: str, mode: str, role: str = "eval") -> GenerationResult:
@@ -292,6 +293,7 @@ class World:
             paired["reference_precision"] = ref
         fake_res = self.fakes(cell.generator, cell.precision, cell.mode)
         extra = {"detector": det.describe(), "generation_key": fake_res.key,
+                 "prompts_sha256": prompts_sha256(self.o.prompts),
                  "sample_paths": [str(im.path.resolve()) for im in fake_res.images[:4]],
                  "tiny_training": self.trainings.get(detector_token(cell.detector, cell.representation))}
         if qreport is not None:
