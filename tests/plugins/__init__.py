@@ -1,0 +1,1 @@
+"""pytest plugins that inject faults into bench sessions run by the tests (never loaded by the library)."""
