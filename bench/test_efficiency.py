@@ -62,6 +62,9 @@ def test_generator_efficiency(effic_cell, qf_options, effic_device, benchmark) -
 def test_generation_overhead(overhead_generator, qf_options, effic_device, benchmark) -> None:
     """Guard: the suite's generation path is not measurably slower than a bare diffusers call."""
     extra = _cell(runner.run_overhead_cell, overhead_generator, qf_options, effic_device, benchmark)
+    reason = runner.overhead_inconclusive(extra)
+    if reason:
+        pytest.skip(reason)
     _low, high = extra["overhead_ratio_ci95"]  # the whole CI must sit under the tolerance, not just its low end
     assert high <= 1.0 + extra["overhead_tolerance"], runner.overhead_message(extra)
 

@@ -58,3 +58,12 @@ def test_overhead_tolerance_is_the_gpu_target_on_cuda() -> None:
 
     assert overhead_tolerance("cuda:1") == 0.03
     assert overhead_tolerance("cpu") == 0.25
+
+
+def test_overhead_guard_is_inconclusive_only_when_its_ci_spans_the_band() -> None:
+    from quantfake.efficiency.runner import overhead_inconclusive
+
+    noisy = {"generator": "sd3", "overhead_ratio_ci95": [0.51, 1.72], "overhead_tolerance": 0.25}
+    assert "inconclusive" in overhead_inconclusive(noisy) and "0.510..1.720" in overhead_inconclusive(noisy)
+    slow = {"generator": "sd3", "overhead_ratio_ci95": [1.30, 1.40], "overhead_tolerance": 0.25}
+    assert overhead_inconclusive(slow) is None  # a clear slow-down is judged (and fails the guard)
