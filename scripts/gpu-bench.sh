@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU runner's bench and gate, as one script: .github/workflows/gpu.yml calls it, and so can anyone.
+#
+#   1. pytest bench --profile $PROFILE (one xdist worker per GPU when there are several) with the options given
+#   2. first run on a runner (no baselines/$PROFILE.json): the run records the baselines instead of failing every
+#      cell, then the script exits 3 naming the file to review and commit (as pytest-regressions does)
+#   3. with two run records in $HISTORY: quantfake compare previous latest, which fails on a significant
+#      regression or on a cell of the previous run that is missing, skipped or errored now
+#
+# Usage: [PROFILE=pretrained] [HISTORY=reports/history] [BASELINES_DIR=baselines] [NUM_GPUS=N] \
+#          scripts/gpu-bench.sh [pytest bench options]
+# Exit: 0 passed; 1 a cell failed or the gate failed; 3 baselines were created (commit them, rerun).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PROFILE="${PROFILE:-pretrained}"
+HISTORY="${HISTORY:-reports/history}"
+BASELINES_DIR="${BASELINES_DIR:-baselines}"
+BASELINES="$BASELINES_DIR/$PROFILE.json"
+NUM_GPUS="${NUM_GPUS:-$(nvidia-smi --list-gpus 2>/dev/null | wc -l)}"
+XDIST=()
+[ "${NUM_GPUS:-0}" -gt 1 ] && XDIST=(-n "$NUM_GPUS" --dist loadgroup)
+FIRST=0
+[ -f "$BASELINES" ] || FIRST=1
+EXTRA=()
+[ "$FIRST" = 1 ] && EXTRA=(--update-baselines)
+python -m pytest bench --profile "$PROFILE" --history "$HISTORY" --baselines-dir "$BASELINES_DIR" "${XDIST[@]}" \
+  "${EXTRA[@]}" "$@"
+RC=$?
+if [ "$FIRST" = 1 ]; then
+  if [ -f "$BASELINES" ]; then
+    echo "::notice::first run on this runner: baselines written to $BASELINES from this run (rc $RC)."
+    echo "Review them, then: git add $BASELINES && git commit -m 'baselines ($PROFILE) from $(hostname)'; later runs gate."
+    exit 3
+  fi
+  echo "::error::first run wrote no $BASELINES (no cell produced numbers; see above)"
+  exit 1
+fi
+RUNS=$(ls "$HISTORY"/*.json 2>/dev/null | wc -l)
+if [ "$RUNS" -ge 2 ]; then
+  python -m quantfake.cli compare previous latest --history "$HISTORY" || RC=1
+else
+  echo "one run record in $HISTORY: nothing to compare against yet"
+fi
+exit $RC
