@@ -13,6 +13,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PROFILE="${PROFILE:-pretrained}"
+PYTHON="${PYTHON:-python3}"
 HISTORY="${HISTORY:-reports/history}"
 BASELINES_DIR="${BASELINES_DIR:-baselines}"
 BASELINES="$BASELINES_DIR/$PROFILE.json"
@@ -23,7 +24,7 @@ FIRST=0
 [ -f "$BASELINES" ] || FIRST=1
 EXTRA=()
 [ "$FIRST" = 1 ] && EXTRA=(--update-baselines)
-python -m pytest bench --profile "$PROFILE" --history "$HISTORY" --baselines-dir "$BASELINES_DIR" "${XDIST[@]}" \
+"$PYTHON" -m pytest bench --profile "$PROFILE" --history "$HISTORY" --baselines-dir "$BASELINES_DIR" "${XDIST[@]}" \
   "${EXTRA[@]}" "$@"
 RC=$?
 if [ "$FIRST" = 1 ]; then
@@ -37,7 +38,7 @@ if [ "$FIRST" = 1 ]; then
 fi
 RUNS=$(ls "$HISTORY"/*.json 2>/dev/null | wc -l)
 if [ "$RUNS" -ge 2 ]; then
-  python -m quantfake.cli compare previous latest --history "$HISTORY" || RC=1
+  "$PYTHON" -m quantfake.cli compare previous latest --history "$HISTORY" || RC=1
 else
   echo "one run record in $HISTORY: nothing to compare against yet"
 fi
