@@ -292,7 +292,7 @@ def _nf4_linears_(module: nn.Module) -> int:
 
 
 def quantize_detector(module: nn.Module, precision: str, calib_batches: list[Tensor] | None = None,
-                      lsq_steps: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+                      lsq_steps: int = 0, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """A quantized copy of the detector ``module`` at ``precision`` and a report of what changed.
 
     ``calib_batches``: inputs as the detector sees them (after its preprocessing); required for int8 and
@@ -302,6 +302,11 @@ def quantize_detector(module: nn.Module, precision: str, calib_batches: list[Ten
     if spec.requires_cuda and not torch.cuda.is_available():
         raise PrecisionUnavailable(f"detector precision {precision!r} needs CUDA (bitsandbytes NF4); "
                                    f"CPU precisions: {[p for p, s in DETECTOR_PRECISIONS.items() if not s.requires_cuda]}")
+    if spec.kind == "int8" and torch.device(device).type != "cpu":
+        # seen on an H100 with the rehearsal's CLIP-D: "Could not run 'quantized::linear_dynamic' ... CUDA backend"
+        raise PrecisionUnavailable(
+            f"detector precision {precision!r} runs torch.ao's quantized int8 kernels (fbgemm), which exist on CPU "
+            f"only; on {device} use {[p for p, s in DETECTOR_PRECISIONS.items() if s.kind != 'int8']}, or --device cpu")
     if lsq_steps and spec.kind != "fake_quant":
         raise ValueError(f"lsq_steps applies to {[p for p, s in DETECTOR_PRECISIONS.items() if s.kind == 'fake_quant']}"
                          f" only, not {precision!r}")

@@ -211,7 +211,7 @@ class World:
             calib_imgs += [im.open() for im in self.fakes(self.o.generators[0], reference_precision(
                 self.o.precisions), "txt2img", role="train").images[:16]]
             batch = base.preprocess(calib_imgs).to(self.device)
-            qmodule, report = quantize_detector(base.module, precision, calib_batches=[batch])
+            qmodule, report = quantize_detector(base.module, precision, calib_batches=[batch], device=self.device)
             self._detectors[key] = (base.with_module(qmodule, precision), report)
         return self._detectors[key]
 

@@ -139,3 +139,12 @@ def test_errors_name_valid_values():
     if not torch.cuda.is_available():
         with pytest.raises(PrecisionUnavailable, match="CUDA"):
             quantize_detector(_detector(), "nf4")
+
+
+def test_int8_detectors_are_refused_off_the_cpu_with_the_reason() -> None:
+    """torch.ao's int8 kernels are CPU-only: on CUDA the rehearsal's CLIP-D int8 cell died in the operator."""
+    from quantfake.detector_quant import quantize_detector
+    from quantfake.errors import PrecisionUnavailable
+
+    with pytest.raises(PrecisionUnavailable, match="CPU only.*nf4"):
+        quantize_detector(torch.nn.Linear(4, 2), "int8", calib_batches=[torch.randn(2, 4)], device="cuda")
