@@ -2,7 +2,8 @@
 
 Each metric of each cell present in both runs is tested with the same gate as
 the baselines (:func:`quantfake.baselines.check_metric`): A is the reference,
-B the new run.  Exit status: 0 no significant regression, 1 at least one or a cell
+B the new run. Across all the (cell, metric) tests the p-values are adjusted by
+Benjamini-Hochberg, so the share of false regressions among those flagged stays at alpha.  Exit status: 0 no significant regression, 1 at least one or a cell
 that ran in A and is missing, skipped or errored in B (unless ``--allow-missing``), 2 usage error.
 """
 
@@ -64,8 +65,26 @@ def compare_runs(
             rows.append({
                 "cell_id": cell_id, "metric": name, "a": float(va), "b": float(vb), "delta": float(vb) - float(va),
                 "ci95_b": cb.ci95.get(name), "tolerance": chk.tolerance, "p": chk.p,
-                "regression": chk.regression, "improved": chk.improved,
+                "beyond_tolerance": chk.drop > chk.tolerance, "regression": chk.regression, "improved": chk.improved,
             })
+    return control_false_discoveries(rows, config.alpha)
+
+
+def control_false_discoveries(rows: list[dict[str, Any]], alpha: float) -> list[dict[str, Any]]:
+    """Benjamini-Hochberg over every (cell, metric) test of a comparison: a drop is a regression when it exceeds
+    its tolerance and its BH-adjusted p (``q``) is below ``alpha``.
+
+    Hundreds of cells at alpha 0.05 would flag several regressions by chance alone; BH keeps the expected share
+    of false flags among the flagged at ``alpha`` (scipy's ``false_discovery_control``).
+    """
+    if not rows:
+        return rows
+    from scipy.stats import false_discovery_control
+
+    q = false_discovery_control([min(max(r["p"], 0.0), 1.0) for r in rows], method="bh")
+    for row, qv in zip(rows, q, strict=True):
+        row["q"] = float(qv)
+        row["regression"] = bool(row["beyond_tolerance"] and qv < alpha)
     return rows
 
 
@@ -92,7 +111,8 @@ def rows_to_frame(rows: list[dict[str, Any]]):  # -> pandas.DataFrame (pandas im
     """The rows as a DataFrame, for notebooks and reports."""
     import pandas as pd
 
-    return pd.DataFrame(rows, columns=["cell_id", "metric", "a", "b", "delta", "ci95_b", "tolerance", "p", "regression", "improved"])
+    return pd.DataFrame(rows, columns=["cell_id", "metric", "a", "b", "delta", "ci95_b", "tolerance", "p", "q", "regression",
+                                       "improved"])
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -102,10 +122,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
     body = [
         [r["cell_id"], r["metric"], f"{r['a']:.4f}", f"{r['b']:.4f}", f"{r['delta']:+.4f}", ci(r["ci95_b"]),
-         f"{r['tolerance']:.3f}", f"{r['p']:.3g}", "REGRESSION" if r["regression"] else ("improved" if r["improved"] else "")]
+         f"{r['tolerance']:.3f}", f"{r['p']:.3g}", f"{r.get('q', r['p']):.3g}",
+         "REGRESSION" if r["regression"] else ("improved" if r["improved"] else "")]
         for r in rows
     ]
-    return tabulate(body, headers=["cell", "metric", "A", "B", "B-A", "B 95% CI", "tol", "p (drop)", "verdict"])
+    return tabulate(body, headers=["cell", "metric", "A", "B", "B-A", "B 95% CI", "tol", "p (drop)", "q (BH)", "verdict"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"quantfake compare: error: {exc}", file=sys.stderr)
         return 2
     rows = compare_runs(run_a, run_b, config, args.metrics)
-    print(f"A = {run_a['run_id']}  B = {run_b['run_id']}  (alpha={config.alpha})")
+    print(f"A = {run_a['run_id']}  B = {run_b['run_id']}  (alpha={config.alpha}, Benjamini-Hochberg over "
+          f"{len(rows)} tests: a regression is a drop beyond its tolerance with q < alpha)")
     only_a = sorted(set(cells_by_id(run_a)) - set(cells_by_id(run_b)))
     only_b = sorted(set(cells_by_id(run_b)) - set(cells_by_id(run_a)))
     print(format_table(rows) if rows else "no common cells with comparable metrics")

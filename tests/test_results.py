@@ -152,3 +152,22 @@ def test_compare_fails_on_cells_lost_in_the_new_run(tmp_path: Path, capsys) -> N
     assert "3 cell(s) of A did not run in B" in capsys.readouterr().out
     assert C.main(["previous", "latest", *h, "--allow-missing"]) == 0
     assert C.lost_cells(b, a) == []  # cells that did not run in the base are not owed by the new run
+
+
+def test_compare_controls_the_false_discovery_rate() -> None:
+    """One borderline drop (p ~ 0.03) among 40 unchanged cells is not flagged after Benjamini-Hochberg; the same
+    drop alone is; a large drop still is among many."""
+    def run(cells):
+        return {"run_id": "r", "cells": [c.to_dict() for c in cells]}
+
+    unchanged = [_cell(f"c{i:02d}", 0.90, se=0.01) for i in range(40)]
+    borderline_a, borderline_b = _cell("edge", 0.90, se=0.0158), _cell("edge", 0.845, se=0.0158)  # drop 0.055
+    config = BenchConfig()
+    alone = C.compare_runs(run([borderline_a]), run([borderline_b]), config, metrics=["auc"])
+    assert alone[0]["p"] < 0.05 and alone[0]["regression"]
+    many = C.compare_runs(run(unchanged + [borderline_a]), run(unchanged + [borderline_b]), config, metrics=["auc"])
+    edge = next(r for r in many if r["cell_id"] == "edge")
+    assert edge["p"] < 0.05 < edge["q"] and not edge["regression"]
+    big_a, big_b = _cell("big", 0.95, se=0.01), _cell("big", 0.70, se=0.01)
+    rows = C.compare_runs(run(unchanged + [big_a]), run(unchanged + [big_b]), config, metrics=["auc"])
+    assert next(r for r in rows if r["cell_id"] == "big")["regression"]
