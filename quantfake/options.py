@@ -80,6 +80,10 @@ class BenchOptions:
     real_dir: Path | None = None
     inception_weights: Path | None = None
     prompts: tuple[str, ...] | None = None  # --prompts FILE, one prompt a line; None: the built-in 16
+    img2img_prompts: tuple[str, ...] | None = None  # a preset's img2img prompts (default: ``prompts``)
+    img2img_steps: int | None = None  # img2img denoising steps (default: ``steps``)
+    first_seed: int = 0  # image i of a set uses seed first_seed + i (+ seed x 1,000,000)
+    preset: str | None = None
     history: Path = Path(DEFAULT_HISTORY_DIR)
     baselines_dir: Path = Path("baselines")
     update_baselines: bool = False
@@ -93,6 +97,9 @@ class BenchOptions:
 
 def build_options(raw: dict[str, Any]) -> BenchOptions:
     """Validate raw string options (as the command line gives them) into :class:`BenchOptions`."""
+    from quantfake.presets import apply_preset
+
+    raw, preset = apply_preset(raw)
     profile = raw.get("profile") or "tiny"
     if profile not in PROFILES:
         raise UnknownIdError("profile", profile, PROFILES)
@@ -130,7 +137,10 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
         store=path("store", None) or _default_store(),
         model_root=path("model_root"), weights_dir=path("weights_dir"), real_dir=path("real_dir"),
         inception_weights=path("inception_weights"),
-        prompts=_prompts(raw.get("prompts")),
+        prompts=_prompts(raw.get("prompts")) or (preset.prompts if preset else None),
+        img2img_prompts=preset.img2img_prompts if preset and not raw.get("prompts") else None,
+        img2img_steps=_positive_int(raw.get("img2img_steps"), "--img2img-steps"),
+        first_seed=preset.first_seed if preset else 0, preset=preset.id if preset else None,
         history=path("history", Path(DEFAULT_HISTORY_DIR)), baselines_dir=path("baselines_dir", Path("baselines")),
         update_baselines=bool(raw.get("update_baselines")), report=not raw.get("no_report"),
     )
@@ -154,6 +164,18 @@ def _axis_defaults(grid: GridSpec) -> dict[str, tuple[str, ...]]:
     """Per-axis defaults: the grid's own ids, else every id (covering grids) or the core set (full grids)."""
     base = ALL_IDS if grid.covering else FULL_DEFAULTS
     return {a: getattr(grid, a) or base[a] for a in base}
+
+
+def _positive_int(value: str | None, flag: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{flag} {value!r}: expected an integer >= 1")
+    return number
 
 
 def _prompts(value: str | None) -> tuple[str, ...] | None:

@@ -29,6 +29,7 @@ class Costs:
     """Measured seconds per image per (generator, precision, mode), per cell, and peak GiB per group."""
 
     per_image: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    steps: dict[tuple[str, str, str], int] = field(default_factory=dict)  # the steps each cost was measured at
     per_cell_s: float | None = None
     peak_gib: dict[tuple[str, str], float] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
@@ -41,6 +42,7 @@ def costs_from_files(paths: Iterable[str | Path]) -> Costs:
         data = json.loads(Path(path).read_text())
         costs.sources.append(str(path))
         if "cells" in data:
+            run_steps = (data.get("options") or {}).get("steps")
             seen: dict[str, float] = {}
             for c in data["cells"]:
                 t, p = c.get("timings") or {}, c.get("params") or {}
@@ -48,6 +50,7 @@ def costs_from_files(paths: Iterable[str | Path]) -> Costs:
                 if t.get("generated") and t.get("generation_s") and key and key not in seen:
                     seen[key] = t["generation_s"]
                     costs.per_image[(p["generator"], p["precision"], p["mode"])] = t["generation_s"] / t["generated"]
+                    costs.steps[(p["generator"], p["precision"], p["mode"])] = run_steps or _default_steps(p["generator"])
             busy = sum(c["timings"]["end_unix"] - c["timings"]["start_unix"] for c in data["cells"]
                        if "end_unix" in (c.get("timings") or {}))
             if busy and data["cells"]:
@@ -62,6 +65,7 @@ def costs_from_files(paths: Iterable[str | Path]) -> Costs:
             if e.get("generator") and e.get("precision") and e.get("e2e_ms_per_image"):
                 g, p = e["generator"], e["precision"]
                 costs.per_image.setdefault((g, p, "txt2img"), e["e2e_ms_per_image"] / 1e3)
+                costs.steps.setdefault((g, p, "txt2img"), e.get("e2e_steps") or _default_steps(g))
                 if e.get("e2e_peak_vram_gib"):
                     costs.peak_gib[(g, p)] = max(costs.peak_gib.get((g, p), 0.0), e["e2e_peak_vram_gib"])
     costs.per_cell_s = statistics.median(cell_rest) if cell_rest else None
@@ -86,30 +90,44 @@ class Plan:
     images: int
 
 
+def _default_steps(generator: str) -> int:
+    from quantfake.generators import get_generator
+
+    return get_generator(generator).default_steps
+
+
 def image_seconds(costs: Costs, generator: str, precision: str, mode: str, strength: float,
-                  profile: str = "random") -> tuple[float, bool]:
-    """Measured s/image; img2img from txt2img x strength (it runs that fraction of the steps); else scaled."""
+                  profile: str = "random", steps: int | None = None) -> tuple[float, bool]:
+    """Measured s/image, rescaled to ``steps`` (denoising dominates); img2img from txt2img x strength (it runs
+    that fraction of the steps); else scaled from another generator."""
+    def at(key: tuple[str, str, str]) -> float:
+        measured = costs.steps.get(key)
+        return costs.per_image[key] * (steps / measured if steps and measured else 1.0)
+
     if (generator, precision, mode) in costs.per_image:
-        return costs.per_image[(generator, precision, mode)], False
+        return at((generator, precision, mode)), False
     if mode == "img2img" and (generator, precision, "txt2img") in costs.per_image:
-        return costs.per_image[(generator, precision, "txt2img")] * strength, False
+        return at((generator, precision, "txt2img")) * strength, False
     measured = [(k, v) for k, v in costs.per_image.items() if k[2] == "txt2img"]
     if not measured:
         raise ValueError("no measured per-image cost in the given files; pass a run record or efficiency JSON")
     ratios = [v / group_cost(g, p, profile) for (g, p, _m), v in measured]
     base = statistics.median(ratios) * group_cost(generator, precision, profile)
+    if steps:  # group_cost is at the generator's default steps
+        base *= steps / _default_steps(generator)
     return base * (strength if mode == "img2img" else 1.0), True
 
 
 def plan_grid(groups: Sequence[tuple[str, str, Sequence[str], int]], costs: Costs, n_images: int, gpus: int,
-              strength: float = 0.6, startup_s: float = DEFAULT_STARTUP_S, profile: str = "random") -> Plan:
+              strength: float = 0.6, startup_s: float = DEFAULT_STARTUP_S, profile: str = "random",
+              steps: dict[str, int | None] | None = None) -> Plan:
     """``groups``: (generator, precision, modes, cells in the group). Longest-processing-time-first packing."""
     per_cell = costs.per_cell_s or 0.0
     planned = []
     for g, p, modes, n_cells in groups:
         seconds, estimated = 0.0, False
         for m in modes:
-            s, est = image_seconds(costs, g, p, m, strength, profile)
+            s, est = image_seconds(costs, g, p, m, strength, profile, (steps or {}).get(m))
             seconds += n_images * s
             estimated |= est
         planned.append(GroupPlan(g, p, seconds + n_cells * per_cell, estimated))
@@ -134,15 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for axis in ("generators", "precisions", "modes", "detectors"):
         ap.add_argument(f"--{axis}", default="", help=f"comma-separated {axis} (validated like pytest bench)")
     ap.add_argument("--profile", default="random")
+    ap.add_argument("--preset", default="", help="a protocol's defaults, e.g. study (quantfake/presets.py)")
     ap.add_argument("--n-images", type=int, default=None, help="images per set (default: the profile's)")
-    ap.add_argument("--strength", type=float, default=0.6)
     ap.add_argument("--gpus", type=int, action="append", help="GPU counts to plan for (repeatable; default 1)")
     ap.add_argument("--startup-s", type=float, default=DEFAULT_STARTUP_S)
     args = ap.parse_args(argv)
     try:
         o = build_options({"profile": args.profile, "grid": "full", "generators": args.generators,
                            "precisions": args.precisions, "modes": args.modes, "detectors": args.detectors,
-                           "n_images": args.n_images})
+                           "n_images": args.n_images, "preset": args.preset})
         costs = costs_from_files(args.sources)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         ap.error(str(exc))
@@ -151,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               for g in o.generators for p in o.precisions]
     for gpus in args.gpus or [1]:
         try:
-            plan = plan_grid(groups, costs, o.n_images, gpus, args.strength, args.startup_s, o.profile)
+            plan = plan_grid(groups, costs, o.n_images, gpus, o.strength, args.startup_s, o.profile,
+                             steps={"txt2img": o.steps, "img2img": o.img2img_steps or o.steps})
         except ValueError as exc:
             ap.error(str(exc))
         est = sorted({f"{g.generator}-{g.precision}" for g in plan.groups if g.estimated})

@@ -129,13 +129,16 @@ class World:
         o = self.o
         init = self.real_pools()["init"] if mode == "img2img" else None
         train = role == "train"
+        img2img = mode == "img2img"
+        prompts = (o.img2img_prompts if img2img and o.img2img_prompts else None) or o.prompts
+        steps = (o.img2img_steps if img2img and o.img2img_steps else None) or o.steps or spec.default_steps
         return GenerationRequest(
             mode=mode, n_images=o.n_train if train else o.n_images,
-            seed_offset=TRAIN_SEED_OFFSET if train else o.seed * 1_000_000,
-            steps=o.steps or spec.default_steps,
+            seed_offset=TRAIN_SEED_OFFSET if train else o.first_seed + o.seed * 1_000_000,
+            steps=steps,
             guidance=o.guidance if o.guidance is not None else spec.default_guidance,
             size=o.size or spec.native_size, strength=o.strength, batch_size=o.batch_size,
-            init_hashes=tuple(init.ids) if init else (), **({"prompts": o.prompts} if o.prompts else {}),
+            init_hashes=tuple(init.ids) if init else (), **({"prompts": prompts} if prompts else {}),
         )
 
     def fakes(self, generator: str, precision: str, mode: str, role: str = "eval") -> GenerationResult:
@@ -293,7 +296,7 @@ class World:
             paired["reference_precision"] = ref
         fake_res = self.fakes(cell.generator, cell.precision, cell.mode)
         extra = {"detector": det.describe(), "generation_key": fake_res.key,
-                 "prompts_sha256": prompts_sha256(self.o.prompts),
+                 "prompts_sha256": prompts_sha256(self.request(cell.generator, cell.mode).prompts),
                  "sample_paths": [str(im.path.resolve()) for im in fake_res.images[:4]],
                  "tiny_training": self.trainings.get(detector_token(cell.detector, cell.representation))}
         if qreport is not None:

@@ -56,3 +56,17 @@ def test_plan_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--from", record, "--generators", "sd9"])
     assert "sd9" in capsys.readouterr().err
+
+
+def test_plan_rescales_measured_costs_to_the_requested_steps(tmp_path: Path) -> None:
+    costs = costs_from_files([_record(tmp_path / "r.json")])  # a record without options: default steps (sd3: 28)
+    s, estimated = image_seconds(costs, "sd3", "bf16", "txt2img", 0.6, steps=56)
+    assert s == pytest.approx(4.0) and not estimated
+    s, _ = image_seconds(costs, "sd3", "bf16", "img2img", 0.5, steps=28)
+    assert s == pytest.approx(1.0)
+
+
+def test_plan_cli_with_the_study_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--from", str(_record(tmp_path / "r.json")), "--preset", "study", "--gpus", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "8 GPU(s): 18000 images, 144 detection cells" in out
