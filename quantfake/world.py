@@ -7,7 +7,6 @@ computes one cell's numbers. The pytest layer (``fixtures/``) only asks it for c
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -57,9 +56,6 @@ class World:
         self._score_cache: Any = None
         self._format_checks: dict[tuple[str, str, str], list[str]] = {}
         self.samples: dict[str, dict[str, list[str]]] = {}
-        # Test-only fault injection: replace this fraction of each cell's fakes by evaluation reals, so a test
-        # can prove that the baseline gate fails on a real degradation (never set outside tests).
-        self.swap_fakes_fraction = float(os.environ.get("QUANTFAKE_TEST_SWAP_FAKES", "0") or 0)
         self.trainings: dict[str, dict[str, Any]] = {}
 
     # ---------------------------------------------------------------- real images
@@ -245,10 +241,6 @@ class World:
         fakes = [im.open() for im in fake_res.images]
         fake_ids: list[str] | None = [im.sha256 for im in fake_res.images]
         reals, real_ids = list(pools["evaluation"].images), list(pools["evaluation"].ids)
-        if self.swap_fakes_fraction and precision is None:
-            k = int(round(self.swap_fakes_fraction * len(fakes)))
-            fakes[:k] = reals[:k]
-            fake_ids = None
         calib, calib_ids = list(pools["calibration"].images), list(pools["calibration"].ids)
         if self.o.match_format:
             from quantfake.perturbations import match_format

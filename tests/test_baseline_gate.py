@@ -14,10 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CELL = ["--generators", "sd3", "--precisions", "fp32", "--modes", "txt2img", "--detectors", "npr"]
 
 
-def _bench(tmp: Path, *extra: str, swap: str = "0") -> subprocess.CompletedProcess:
-    env = dict(os.environ, QUANTFAKE_TEST_SWAP_FAKES=swap)
+def _bench(tmp: Path, *extra: str, swap: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("QUANTFAKE_RUN_ID", None)
-    cmd = [sys.executable, "-m", "pytest", "bench/test_detection.py", "-p", "no:cacheprovider", "-q", *CELL,
+    plugin: list[str] = []
+    if swap is not None:  # fault injection through a test plugin (tests/plugins/swap_fakes.py)
+        env["QF_TEST_SWAP_FAKES"] = swap
+        plugin = ["-p", "tests.plugins.swap_fakes"]
+    cmd = [sys.executable, "-m", "pytest", "bench/test_detection.py", "-p", "no:cacheprovider", "-q", *plugin, *CELL,
            "--history", str(tmp / "history"), "--baselines-dir", str(tmp / "baselines"), "--no-report", *extra]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
 
