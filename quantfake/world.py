@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from quantfake.cells import CellSpec, detection_cells, detector_precision_cells, fidelity_cells  # noqa: F401
+from quantfake.cells import CellSpec
 from quantfake.detectors import get_detector
 from quantfake.detectors.representation import (
     DEFAULT_REPRESENTATION,

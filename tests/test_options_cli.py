@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from quantfake.cells import CellSpec, detection_cells, detector_precision_cells, fidelity_cells
 from quantfake.cli import main
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS
 from quantfake.options import build_options
-from quantfake.world import CellSpec, detection_cells, detector_precision_cells, fidelity_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 

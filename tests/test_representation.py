@@ -17,6 +17,7 @@ from safetensors import safe_open
 from torch import nn
 
 import quantfake.detectors.train as train_mod
+from quantfake.cells import CellSpec, detection_cells, detector_precision_cells
 from quantfake.detectors import (
     MissingWeights,
     ScoreCache,
@@ -32,7 +33,6 @@ from quantfake.detectors.representation import REPRESENTATIONS, ResidualInput, g
 from quantfake.detectors.split import FeaturesThenHead
 from quantfake.errors import UnknownIdError
 from quantfake.options import build_options
-from quantfake.world import CellSpec, detection_cells, detector_precision_cells
 
 CONV = ("r50nodown", "r50tf")
 FAST = TrainConfig(epochs=1, batch_size=8, lr=3e-3, holdout_fraction=0.25)

@@ -17,10 +17,10 @@ import pytest
 
 pytest.importorskip("xdist", reason="pytest-xdist is not installed (pip install -e .[dev])")
 
+from quantfake.cells import fidelity_cells  # noqa: E402
 from quantfake.options import build_options  # noqa: E402
 from quantfake.results import list_runs, load_run  # noqa: E402
 from quantfake.store import Store  # noqa: E402
-from quantfake.world import fidelity_cells  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SLICE = {"generators": "sd3", "precisions": "fp32,fp16,bf16", "modes": "txt2img", "n_images": "4"}
