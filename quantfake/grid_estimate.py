@@ -3,15 +3,17 @@
 Generation dominates a tiny run: an image set costs ``n_images`` x the generator's seconds per image, times
 the half-precision slow-down of this CPU for precisions that compute in fp16 / bf16. Every cell adds its
 scoring and statistics. The per-image costs come from this run's cells (generators it did not run are scaled
-from :data:`quantfake.grids.TINY_FP32_MS_PER_IMAGE`), the per-cell cost is the median of this run's cells.
+from :data:`quantfake.grids.TINY_FP32_MS_PER_IMAGE`), the per-cell cost is the median of this run's cells
+(:func:`recorded_costs`).
 Written by hand: no library predicts a pytest grid.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from quantfake.grids import TINY_FP32_MS_PER_IMAGE, half_kind, is_half_compute
 
@@ -24,18 +26,36 @@ class GridEstimate:
     seconds: float
 
 
-def measured_costs(cells: Iterable) -> tuple[dict[tuple[str, str], float], float]:
-    """``({(generator, precision): s per image}, median non-generation s per cell)`` from run-record cells."""
-    per_image: dict[tuple[str, str], float] = {}
-    overhead = []
-    for c in cells:
-        t, p = c.timings or {}, c.params or {}
-        made = t.get("generated") or 0
-        if made and t.get("generation_s") and p.get("generator"):
-            per_image.setdefault((p["generator"], p["precision"]), t["generation_s"] / made)
+def recorded_costs(cells: Iterable[Mapping[str, Any]]) -> tuple[dict[tuple[str, str, str], float], float | None]:
+    """``({(generator, precision, mode): s per image}, median scoring + statistics s per cell)`` of record cells.
+
+    Every cell of a set carries the set's ``generation_s`` (the result is shared), so a set's generation is charged
+    once, to the first cell that made it; the rest of each cell's time is its scoring and statistics. One reading
+    for :func:`full_grid_line` and :mod:`quantfake.plan`.
+    """
+    per_image: dict[tuple[str, str, str], float] = {}
+    charged: set[Any] = set()
+    rest: list[float] = []
+    for i, c in enumerate(cells):
+        t, p = c.get("timings") or {}, c.get("params") or {}
+        key = (c.get("extra") or {}).get("generation_key") or ("cell", i)
+        generation = 0.0
+        if t.get("generated") and t.get("generation_s") and p.get("generator") and key not in charged:
+            charged.add(key)
+            generation = t["generation_s"]
+            per_image.setdefault((p["generator"], p["precision"], p.get("mode", "txt2img")), generation / t["generated"])
         if "cell_s" in t:
-            overhead.append(max(0.0, t["cell_s"] - (t.get("generation_s") or 0.0)))
-    return per_image, (statistics.median(overhead) if overhead else 1.0)
+            rest.append(max(0.0, t["cell_s"] - generation))
+    return per_image, (statistics.median(rest) if rest else None)
+
+
+def measured_costs(cells: Iterable) -> tuple[dict[tuple[str, str], float], float]:
+    """``({(generator, precision): s per image}, s per cell)`` from this run's :class:`CellResult` objects."""
+    per_mode, per_cell = recorded_costs(c.to_dict() for c in cells)
+    per_image: dict[tuple[str, str], float] = {}
+    for (g, p, _mode), s in per_mode.items():
+        per_image.setdefault((g, p), s)
+    return per_image, (1.0 if per_cell is None else per_cell)
 
 
 def pipeline_half_ratios(per_image: dict[tuple[str, str], float], fp32: dict[str, float]) -> dict[str, float]:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quantfake.grid_estimate import recorded_costs
 from quantfake.grids import group_cost
 
 #: process start, CUDA init and collection of one pytest session (measured: 283.2 s wall vs 268.9 s of cells
@@ -43,23 +44,12 @@ def costs_from_files(paths: Iterable[str | Path]) -> Costs:
         costs.sources.append(str(path))
         if "cells" in data:
             run_steps = (data.get("options") or {}).get("steps")
-            seen: dict[str, float] = {}
-            for c in data["cells"]:
-                t, p = c.get("timings") or {}, c.get("params") or {}
-                key = (c.get("extra") or {}).get("generation_key")
-                if t.get("generated") and t.get("generation_s") and key and key not in seen:
-                    seen[key] = t["generation_s"]
-                    costs.per_image[(p["generator"], p["precision"], p["mode"])] = t["generation_s"] / t["generated"]
-                    costs.steps[(p["generator"], p["precision"], p["mode"])] = run_steps or _default_steps(p["generator"])
-            busy = sum(c["timings"]["end_unix"] - c["timings"]["start_unix"] for c in data["cells"]
-                       if "end_unix" in (c.get("timings") or {}))
-            if busy and data["cells"]:
-                cell_rest.append(max(0.0, busy - sum(seen.values())) / len(data["cells"]))
-            else:  # records without a timeline: the cells that reused a set someone else generated are pure scoring
-                reused = [c["timings"]["cell_s"] for c in data["cells"] if (c.get("timings") or {}).get("cell_s")
-                          and c["timings"]["cell_s"] < 0.5 * (c["timings"].get("generation_s") or 0.0)]
-                if reused:
-                    cell_rest.append(statistics.median(reused))
+            per_image, per_cell = recorded_costs(data["cells"])
+            for key, seconds in per_image.items():
+                costs.per_image[key] = seconds
+                costs.steps[key] = run_steps or _default_steps(key[0])
+            if per_cell is not None:
+                cell_rest.append(per_cell)
         for b in data.get("benchmarks", []):
             e = b.get("extra_info") or {}
             if e.get("generator") and e.get("precision") and e.get("e2e_ms_per_image"):
