@@ -18,7 +18,7 @@ def _selects_cells(argv: list[str]) -> bool:
     from quantfake.grids import AXES
 
     flags = {"--grid", "-k", "-m", *(f"--{a.replace('_', '-')}" for a in AXES)}
-    return any(a.split("=", 1)[0] in flags or a.startswith(("-k", "-m")) and len(a) > 2 or "::" in a
+    return any(a.split("=", 1)[0] in flags or (a.startswith(("-k", "-m")) and len(a) > 2) or "::" in a
                for a in argv)
 
 

@@ -14,13 +14,14 @@ generator is still quantized once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from quantfake.errors import UnknownIdError
 
-#: Measured fp32 cost of one tiny image (4 steps, 64 px, batch 8) on a 2-core AMD EPYC, torch 2.13 CPU
-#: (``python scripts/tiny_cost_table.py``). Only the *order* matters: it decides which generator carries
-#: which precision in the covering grid.
+#: Measured fp32 cost of one tiny image on a 2-core AMD EPYC, torch 2.13 CPU: the second of two warm calls of
+#: ``load_pipeline(g, "fp32", "tiny").pipe`` for 8 prompts, 4 steps, 64 px, divided by 8 (a run's fp32 image sets,
+#: ``scripts/tiny_cost_table.py``, give the same order). Only the *order* matters: it decides which generator
+#: carries which precision in the covering grid.
 TINY_FP32_MS_PER_IMAGE: dict[str, float] = {
     "sd15": 56.0, "sd21": 35.0, "sdxl": 29.0, "sd3": 26.0, "sd35": 31.0, "sd35l": 24.0, "flux": 16.0, "fluxs": 14.0,
 }
@@ -52,7 +53,6 @@ class GridSpec:
     perturbations: tuple[str, ...] | None = None
     detector_precisions: tuple[str, ...] | None = None
     representations: tuple[str, ...] | None = None
-    notes: dict[str, str] = field(default_factory=dict)
 
 
 GRIDS: dict[str, GridSpec] = {

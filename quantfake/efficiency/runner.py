@@ -221,15 +221,14 @@ def run_generator_cell(cell: EfficiencyCell, options: Any, device: str, benchmar
             extra.update(oom_guarded(lambda: measure_pipeline_e2e(
                 holder["loaded"], steps, size, device, repeats=reps["e2e_repeats"], warmup=reps["e2e_warmup"],
                 images=IMAGES_PER_STEP)))
-            extra.update(best_batch_fields(holder["loaded"], steps, size, device, reps, extra))
+            extra.update(best_batch_fields(holder["loaded"], steps, size, device, extra))
         run_benchmark(benchmark, step, device, reps["rounds"], extra)
     finally:
         holder.clear()
     return extra
 
 
-def best_batch_fields(loaded: Any, steps: int, size: int, device: str, reps: dict[str, int],
-                      batch1: dict[str, Any]) -> dict[str, Any]:
+def best_batch_fields(loaded: Any, steps: int, size: int, device: str, batch1: dict[str, Any]) -> dict[str, Any]:
     """End to end at :data:`E2E_BATCHES` (GPU only; an OOM ends the search): s/image at the best batch, images/hour."""
     out: dict[str, Any] = {}
     best = (batch1.get("e2e_ms_per_image"), IMAGES_PER_STEP)
@@ -267,8 +266,7 @@ def run_overhead_cell(generator: str, options: Any, device: str, benchmark: Any)
     loaded = load_pipeline(spec.id, precision, profile, device=device, store=store_for(options),
                            model_root=options.model_root)
     extra: dict[str, Any] = {**common_fields(device, profile), "generator": spec.id, "precision": precision,
-                             "size": size, "steps": steps, "images": IMAGES_PER_STEP}
-    extra["images"] = reps["overhead_images"]
+                             "size": size, "steps": steps, "images": reps["overhead_images"]}
     extra.update(oom_guarded(lambda: measure_generation_overhead(
         loaded, steps, size, device, pairs=reps["overhead_pairs"], warmup=1, images=reps["overhead_images"])))
     extra["overhead_tolerance"] = overhead_tolerance(device)
