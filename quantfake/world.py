@@ -288,7 +288,7 @@ class World:
             paired["reference_precision"] = ref
         fake_res = self.fakes(cell.generator, cell.precision, cell.mode)
         extra = {"detector": det.describe(), "generation_key": fake_res.key,
-                 "prompts_sha256": prompts_sha256(self.request(cell.generator, cell.mode).prompts),
+                 "prompts_sha256": prompts_sha256(tuple(fake_res.manifest["request"]["prompts"])),
                  "sample_paths": [str(im.path.resolve()) for im in fake_res.images[:4]],
                  "tiny_training": self.trainings.get(detector_token(cell.detector, cell.representation))}
         if qreport is not None:
