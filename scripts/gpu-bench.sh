@@ -8,7 +8,7 @@
 #      regression or on a cell of the previous run that is missing, skipped or errored now
 #
 # Usage: [PROFILE=pretrained] [HISTORY=reports/history] [BASELINES_DIR=baselines] [NUM_GPUS=N] \
-#          scripts/gpu-bench.sh [pytest bench options]
+#          [BENCH_PATHS="bench/test_detection.py ..."] scripts/gpu-bench.sh [pytest bench options]
 # Exit: 0 passed; 1 a cell failed or the gate failed; 3 baselines were created (commit them, rerun).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,8 @@ FIRST=0
 [ -f "$BASELINES" ] || FIRST=1
 EXTRA=()
 [ "$FIRST" = 1 ] && EXTRA=(--update-baselines)
-"$PYTHON" -m pytest bench --profile "$PROFILE" --history "$HISTORY" --baselines-dir "$BASELINES_DIR" "${XDIST[@]}" \
+# shellcheck disable=SC2086  # BENCH_PATHS is a list of paths
+"$PYTHON" -m pytest ${BENCH_PATHS:-bench} --profile "$PROFILE" --history "$HISTORY" --baselines-dir "$BASELINES_DIR" "${XDIST[@]}" \
   "${EXTRA[@]}" "$@"
 RC=$?
 if [ "$FIRST" = 1 ]; then

@@ -26,10 +26,11 @@ def test_first_run_writes_baselines_second_passes_a_lost_cell_fails(tmp_path: Pa
     env = {k: v for k, v in os.environ.items() if k not in ("QUANTFAKE_RUN_ID", "QUANTFAKE_STORE")}
     bin_dir = str(Path(sys.executable).parent)
     env.update(PROFILE="tiny", HISTORY=str(tmp_path / "history"), BASELINES_DIR=str(tmp_path / "baselines"),
+               BENCH_PATHS="bench/test_fidelity.py",
                NUM_GPUS="0", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), PATH=f"{bin_dir}:{env.get('PATH', '')}")
 
     def run(precisions: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", str(SCRIPT), "bench/test_fidelity.py", "-p", "no:cacheprovider", "-q",
+        return subprocess.run(["bash", str(SCRIPT), "-p", "no:cacheprovider", "-q",
                                "--generators=fluxs", f"--precisions={precisions}", "--modes=txt2img", "--n-images=4",
                                f"--store={store.root}", "--no-report"],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
