@@ -101,11 +101,12 @@ def efficiency_cell_count(options) -> int:
     return sum(len(cell_params(f, options)) for f in PARAMETRIZED_FIXTURES)
 
 
-def full_grid_line(options, cells: Iterable, half_ratio: dict[str, float], started: float | None = None) -> str:
+def full_grid_line(options, cells: Iterable, half_ratio: dict[str, float]) -> str:
     """The closing line of a quick or covering run: how to run the full grid and how long it would take here.
 
-    The session's time outside the recorded cells (efficiency cells, start-up, report) is scaled by the ratio of
-    efficiency cells, the full grid's to this run's (on an emulated AVX2 CPU the quick grid predicted 8 min with
+    The bench's time outside the recorded cells (from the first cell's start: efficiency cells, the report; not
+    the unit tests that share a plain ``pytest`` session) is scaled by the ratio of efficiency cells, the full
+    grid's to this run's (on an emulated AVX2 CPU the quick grid predicted 8 min with
     this term and 7 without; the full tiny grid then took 11.7 min, with another test running part of the time).
     """
     import dataclasses
@@ -121,9 +122,10 @@ def full_grid_line(options, cells: Iterable, half_ratio: dict[str, float], start
     per_image, per_cell = measured_costs(cells)
     est = estimate_grid(sets, len(listed), options.n_images, per_image, per_cell, half_ratio)
     seconds = est.seconds
-    busy = [c.timings["end_unix"] - c.timings["start_unix"] for c in cells if "end_unix" in (c.timings or {})]
-    if started is not None and busy:
-        other = max(0.0, time.time() - started - sum(busy))
+    timed = [c.timings for c in cells if "end_unix" in (c.timings or {})]
+    if timed:
+        first = min(t["start_unix"] for t in timed)
+        other = max(0.0, time.time() - first - sum(t["end_unix"] - t["start_unix"] for t in timed))
         here, there = efficiency_cell_count(options), efficiency_cell_count(full)
         seconds += other * (there / here if here else 1.0)
     return (f"this was the '{options.grid}' grid; the full tiny grid is `quantfake run --grid full` (or "

@@ -20,8 +20,7 @@ def samples_from_cells(cells: list[dict[str, Any]]) -> dict[str, dict[str, list[
     return out
 
 
-def finish_session(options: BenchOptions, run_id: str, benchmark_json: str | None = None,
-                   started: float | None = None) -> list[str]:
+def finish_session(options: BenchOptions, run_id: str, benchmark_json: str | None = None) -> list[str]:
     """Merge cell files into ``history/<run_id>.json``; returns lines for the terminal summary."""
     from quantfake.environment import collect_environment
     from quantfake.results import RunRecorder, write_json_atomic
@@ -47,7 +46,7 @@ def finish_session(options: BenchOptions, run_id: str, benchmark_json: str | Non
         from quantfake.efficiency.half_speed import half_slowdown
         from quantfake.grid_estimate import full_grid_line
 
-        lines.append(full_grid_line(options, cells, half_slowdown(), started=started))
+        lines.append(full_grid_line(options, cells, half_slowdown()))
     if options.report:
         from quantfake.report import build_report
 
