@@ -1,8 +1,9 @@
 """``quantfake generate``: fill the store with every fake a bench run will ask for, sharded over processes.
 
 Generation dominates a bench run, so it is done up front and spread over GPUs: under ``accelerate launch``
-(or ``torchrun``) each process takes a share of the (generator, precision) jobs, so each pipeline is loaded
-once, on that process's own GPU. The jobs go through the same :class:`~quantfake.world.World` and the same
+(or ``torchrun``) each process takes a share of the (generator, precision) jobs, packed heaviest first by their
+estimated cost (:mod:`quantfake.packing`), so each pipeline is loaded once, on that process's own GPU; a job
+heavier than a fair share is split by image chunks over several GPUs, so no single job bounds the wall time. The jobs go through the same :class:`~quantfake.world.World` and the same
 :func:`~quantfake.options.build_options` as the bench, and store keys hold the device *type* (not
 ``cuda:1``), so a later ``pytest bench`` on the same store reuses every image and generates nothing.
 """
@@ -12,19 +13,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from quantfake.errors import MissingWeightsError, PrecisionUnavailable, UnknownIdError
 from quantfake.options import BenchOptions, build_options
+from quantfake.packing import Unit, lpt, split_heavy
 
 #: (mode, role) pairs: role "eval" fakes are scored in cells, role "train" fakes train the tiny detectors.
 Task = tuple[str, str]
 
 #: Command-line options shared with the bench (``fixtures/plugin.py``): same spelling, same ``build_options`` key.
 OPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("--profile", "profile", "weights profile: tiny (offline, CPU) or pretrained"),
+    ("--profile", "profile", "weights profile: tiny (offline, CPU), random (full size, random weights) or pretrained"),
     ("--generators", "generators", "comma-separated generator ids, or 'all' (default: all)"),
     ("--precisions", "precisions", "comma-separated precision ids (default: the bench's)"),
     ("--modes", "modes", "txt2img,img2img (default: both)"),
@@ -95,6 +98,25 @@ def plan_jobs(o: BenchOptions, train_fakes: bool = True) -> list[Job]:
     return list(jobs.values())
 
 
+def job_cost(o: BenchOptions, job: Job) -> float:
+    """Estimated relative cost of a job: per-image cost of its generator x precision times its images
+    (img2img runs ``strength`` of the steps)."""
+    from quantfake.grids import group_cost
+
+    per_image = group_cost(job.generator, job.precision, o.profile)
+    return sum(per_image * (o.n_train if role == "train" else o.n_images) * (o.strength if mode == "img2img" else 1.0)
+               for mode, role in job.tasks)
+
+
+def shard_jobs(o: BenchOptions, jobs: Sequence[Job], n_processes: int) -> list[list[Unit]]:
+    """Each process's units of work (whole jobs, or chunk shards of the heaviest), LPT-packed; every rank
+    computes the same packing from the same options, so no communication is needed."""
+    by_id = {j.id: j for j in jobs}
+    chunks = max(1, -(-max(o.n_images, o.n_train if o.profile == "tiny" else 0) // max(1, o.batch_size)))
+    units = split_heavy([(j.id, job_cost(o, j)) for j in by_id.values()], n_processes, max_shards=chunks)
+    return lpt(units, n_processes)
+
+
 def process_device(requested: str | None, num_processes: int, state_device: str) -> str:
     """The device this process generates on.
 
@@ -108,8 +130,10 @@ def process_device(requested: str | None, num_processes: int, state_device: str)
     return requested
 
 
-def run_jobs(o: BenchOptions, jobs: Sequence[Job], *, rank: int = 0, progress: bool = True) -> list[TaskOutcome]:
-    """Run ``jobs`` in this process through one :class:`World` (one pipeline held at a time)."""
+def run_jobs(o: BenchOptions, jobs: Sequence[Job], *, rank: int = 0, progress: bool = True,
+             shards: Sequence[tuple[int, int]] | None = None) -> list[TaskOutcome]:
+    """Run ``jobs`` in this process through one :class:`World` (one pipeline held at a time); ``shards[i]``
+    is the (index, count) share of job ``i``'s image chunks to make (default: all of them)."""
     from tqdm.auto import tqdm
 
     from quantfake.world import World
@@ -118,10 +142,10 @@ def run_jobs(o: BenchOptions, jobs: Sequence[Job], *, rank: int = 0, progress: b
     outcomes: list[TaskOutcome] = []
     n_tasks = sum(len(j.tasks) for j in jobs)
     bar = tqdm(total=n_tasks, desc=f"generate [rank {rank}]", unit="set", position=rank, disable=not progress)
-    for job in jobs:
+    for job, shard in zip(jobs, shards or [(0, 1)] * len(jobs), strict=True):
         for i, (mode, role) in enumerate(job.tasks):
             try:
-                res = world.fakes(job.generator, job.precision, mode, role)
+                res = world.fakes(job.generator, job.precision, mode, role, shard=shard)
             except (PrecisionUnavailable, MissingWeightsError) as exc:
                 status = "unavailable" if isinstance(exc, PrecisionUnavailable) else "missing"
                 outcomes += [TaskOutcome(job.id, m, r, status=status, message=str(exc).splitlines()[0])
@@ -173,11 +197,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UnknownIdError, ValueError) as exc:
         print(f"quantfake generate: {exc}", file=sys.stderr)
         return 2
-    if options.profile == "random":
-        print("quantfake generate: the random profile builds no full pipeline and generates no images; "
-              "accepted profiles: tiny, pretrained", file=sys.stderr)
-        return 2
-
     import torch
     from accelerate import PartialState
 
@@ -191,10 +210,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.cuda.set_device(device)  # libraries that default to "cuda" then use this process's GPU
     options = dataclasses.replace(options, device=device)
     jobs = plan_jobs(options, train_fakes=train_fakes)
-    with state.split_between_processes(jobs) as mine:
-        outcomes = run_jobs(options, mine, rank=state.process_index, progress=progress)
-    print(f"[rank {state.process_index}/{state.num_processes}] {len(mine)} of {len(jobs)} jobs on {device}, "
-          f"store {options.store}")
+    by_id = {j.id: j for j in jobs}
+    mine = shard_jobs(options, jobs, state.num_processes)[state.process_index]
+    start = time.perf_counter()
+    outcomes = run_jobs(options, [by_id[u.key] for u in mine], rank=state.process_index, progress=progress,
+                        shards=[(u.shard, u.shards) for u in mine])
+    units = ", ".join(u.key if u.shards == 1 else f"{u.key}[{u.shard + 1}/{u.shards}]" for u in mine)
+    print(f"[rank {state.process_index}/{state.num_processes}] {len(mine)} units ({units or 'none'}) of "
+          f"{len(jobs)} jobs on {device} in {time.perf_counter() - start:.1f} s, store {options.store}")
     print("\n".join(summary_lines(outcomes, rank=state.process_index)), flush=True)
     state.wait_for_everyone()
     return 1 if any(o.status == "missing" for o in outcomes) else 0

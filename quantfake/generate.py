@@ -114,17 +114,25 @@ def _chunks(seeds: list[int], batch: int, offset: int) -> dict[int, list[int]]:
 
 
 def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
-             init_images: list[Image.Image] | None = None, progress: bool = True) -> GenerationResult:
-    """Make (or reuse) the images of ``req`` with ``loaded``; return them in seed order."""
+             init_images: list[Image.Image] | None = None, progress: bool = True,
+             shard: tuple[int, int] = (0, 1)) -> GenerationResult:
+    """Make (or reuse) the images of ``req`` with ``loaded``; return them in seed order.
+
+    ``shard=(k, n)`` makes and returns only the chunks ``c`` with ``c % n == k``: ``quantfake generate`` spreads
+    one heavy set over ``n`` GPUs that way. Chunks keep their composition, so the pixels are those of a whole run.
+    """
     if req.mode == "img2img" and not init_images:
         raise ValueError("img2img needs init images (the real set provides them)")
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index} of {count}: the index must be in [0, {count})")
     key = request_key(loaded, req)
     folder = store.image_dir(key)
-    seeds = req.seeds()
+    chunks = {c: s for c, s in _chunks(req.seeds(), req.batch_size, req.seed_offset).items() if c % count == index}
+    seeds = sorted(s for chunk_seeds in chunks.values() for s in chunk_seeds)
     made, start = 0, time.perf_counter()
-    with store.lock(key):
-        todo = {c: s for c, s in _chunks(seeds, req.batch_size, req.seed_offset).items()
-                if any(not (folder / f"{x}.png").exists() for x in s)}
+    with store.lock(key if count == 1 else f"{key}.shard{index}of{count}"):
+        todo = {c: s for c, s in chunks.items() if any(not (folder / f"{x}.png").exists() for x in s)}
         bar = tqdm(total=sum(len(s) for s in todo.values()), desc=f"generate {key[:40]}", unit="img",
                    disable=not progress or not todo, leave=False)
         # One writer thread: chunk k's PNG encoding and atomic writes (PIL and file I/O release the GIL) overlap

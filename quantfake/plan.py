@@ -5,7 +5,8 @@ per generated image for every generator x precision x mode it generated (the set
 images, so the first-image warm-up and pipeline load are in), and the scoring + statistics seconds per cell;
 pytest-benchmark JSON from the efficiency cells gives end-to-end seconds per image and peak VRAM. A generator
 x precision group is one unit of work (one pipeline load); groups are packed on GPUs longest first, as
-:mod:`quantfake.scheduling` hands them out. Anything not measured is scaled from
+:mod:`quantfake.scheduling` hands them out, or split by image chunks when too heavy, as ``quantfake generate``
+does (:mod:`quantfake.packing`). Anything not measured is scaled from
 :func:`quantfake.grids.group_cost` against a measured generator and flagged as estimated.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from quantfake.grid_estimate import recorded_costs
 from quantfake.grids import group_cost
+from quantfake.packing import bin_loads, lpt, split_heavy
 
 #: process start, CUDA init and collection of one pytest session (measured: 283.2 s wall vs 268.9 s of cells
 #: on an H200, and 152.9 vs 135.4 on two; benchmarks/multigpu)
@@ -110,8 +112,11 @@ def image_seconds(costs: Costs, generator: str, precision: str, mode: str, stren
 
 def plan_grid(groups: Sequence[tuple[str, str, Sequence[str], int]], costs: Costs, n_images: int, gpus: int,
               strength: float = 0.6, startup_s: float = DEFAULT_STARTUP_S, profile: str = "random",
-              steps: dict[str, int | None] | None = None) -> Plan:
-    """``groups``: (generator, precision, modes, cells in the group). Longest-processing-time-first packing."""
+              steps: dict[str, int | None] | None = None, split: bool = False) -> Plan:
+    """``groups``: (generator, precision, modes, cells in the group). Longest-processing-time-first packing of
+    whole groups (``pytest -n``), or with ``split`` of groups cut by image chunks when heavier than a fair share
+    (``quantfake generate`` under accelerate, then the bench over the filled store; each extra shard's
+    pipeline load is not counted)."""
     per_cell = costs.per_cell_s or 0.0
     planned = []
     for g, p, modes, n_cells in groups:
@@ -121,9 +126,8 @@ def plan_grid(groups: Sequence[tuple[str, str, Sequence[str], int]], costs: Cost
             seconds += n_images * s
             estimated |= est
         planned.append(GroupPlan(g, p, seconds + n_cells * per_cell, estimated))
-    bins = [0.0] * max(1, gpus)
-    for gp in sorted(planned, key=lambda x: -x.seconds):
-        bins[bins.index(min(bins))] += gp.seconds
+    items = [((gp.generator, gp.precision), gp.seconds) for gp in planned]
+    bins = bin_loads(lpt(split_heavy(items, gpus, max_shards=None if split else 1), gpus))
     peaks = [costs.peak_gib[(g.generator, g.precision)] for g in planned if (g.generator, g.precision) in costs.peak_gib]
     return Plan(gpus, startup_s + max(bins), tuple(planned), tuple(sorted(bins, reverse=True)),
                 max(peaks) if peaks else None, n_images * sum(len(m) for _g, _p, m, _n in groups))
@@ -157,16 +161,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     cells = detection_cells(o)
     groups = [(g, p, o.modes, sum(1 for c in cells if c.generator == g and c.precision == p))
               for g in o.generators for p in o.precisions]
+    steps = {"txt2img": o.steps, "img2img": o.img2img_steps or o.steps}
     for gpus in args.gpus or [1]:
         try:
-            plan = plan_grid(groups, costs, o.n_images, gpus, o.strength, args.startup_s, o.profile,
-                             steps={"txt2img": o.steps, "img2img": o.img2img_steps or o.steps})
+            plan = plan_grid(groups, costs, o.n_images, gpus, o.strength, args.startup_s, o.profile, steps)
         except ValueError as exc:
             ap.error(str(exc))
         est = sorted({f"{g.generator}-{g.precision}" for g in plan.groups if g.estimated})
         peak = f", peak {plan.peak_gib:.1f} GiB" if plan.peak_gib else ""
         print(f"{gpus} GPU(s): {plan.images} images, {len(cells)} detection cells, predicted wall "
               f"{plan.wall_s / 3600:.2f} h ({plan.wall_s:.0f} s){peak}; busiest GPU {plan.bins_s[0]:.0f} s")
+        if gpus > 1:
+            sharded = plan_grid(groups, costs, o.n_images, gpus, o.strength, args.startup_s, o.profile, steps,
+                                split=True)
+            if sharded.wall_s < plan.wall_s:
+                print(f"  quantfake generate (heavy groups split over GPUs), then the bench: "
+                      f"{sharded.wall_s / 3600:.2f} h ({sharded.wall_s:.0f} s); busiest GPU {sharded.bins_s[0]:.0f} s")
         if est:
             print(f"  scaled, not measured: {', '.join(est)}")
     return 0

@@ -137,18 +137,25 @@ class World:
             init_hashes=tuple(init.ids) if init else (), **({"prompts": prompts} if prompts else {}),
         )
 
-    def fakes(self, generator: str, precision: str, mode: str, role: str = "eval") -> GenerationResult:
-        """Generate (or reuse from the store) the fakes of one generator x precision x mode."""
+    def fakes(self, generator: str, precision: str, mode: str, role: str = "eval",
+              shard: tuple[int, int] = (0, 1)) -> GenerationResult:
+        """Generate (or reuse from the store) the fakes of one generator x precision x mode.
+
+        ``shard=(k, n)``: only that share of the set's chunks (``quantfake generate`` on several GPUs); not cached.
+        """
         key = (generator, precision, mode, role)
-        if key not in self._fakes:
-            req = self.request(generator, mode, role)
-            init = self.real_pools()["init"].images if mode == "img2img" else None
-            res = generate(self.pipeline(generator, precision), req, self.store, init_images=init)
+        whole = shard == (0, 1)
+        if whole and key in self._fakes:
+            return self._fakes[key]
+        req = self.request(generator, mode, role)
+        init = self.real_pools()["init"].images if mode == "img2img" else None
+        res = generate(self.pipeline(generator, precision), req, self.store, init_images=init, shard=shard)
+        if whole:
             self._fakes[key] = res
             if role == "eval":
                 self.samples.setdefault(f"{generator}-{mode}", {})[precision] = [
                     str(im.path.resolve()) for im in res.images[:4]]
-        return self._fakes[key]
+        return res
 
     # ---------------------------------------------------------------- detectors
     def detector(self, detector_id: str, representation: str = DEFAULT_REPRESENTATION) -> Any:

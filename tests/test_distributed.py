@@ -172,3 +172,37 @@ def test_two_processes_on_one_store_lose_and_corrupt_nothing(tmp_path: Path, tin
         assert row["sha256"] == sha256_bytes(data) and row["seed"] == img.seed
         Image.open(folder / img.path.name).convert("RGB").load()
         assert np.array_equal(np.load(folder / img.latent_path.name), np.load(img.latent_path))
+
+
+def test_shards_of_a_set_make_the_bytes_of_the_whole_set(tmp_path: Path, tiny_models: Path) -> None:
+    """Two GPUs sharing one heavy set by chunks (shard 0 and 1 of 2) write exactly what one GPU writes alone."""
+    whole, sharded = (_fresh_store(tmp_path / name, tiny_models) for name in ("whole", "sharded"))
+    loaded = load_pipeline("sd3", "fp32", "tiny", device="cpu", store=Store(whole))
+    req = GenerationRequest(n_images=5, steps=2, size=64, batch_size=2)  # chunks {0,1}, {2,3}, {4}
+    ref = generate(loaded, req, Store(whole), progress=False)
+    parts = [generate(loaded, req, Store(sharded), progress=False, shard=(k, 2)) for k in (0, 1)]
+    assert [[im.seed for im in p.images] for p in parts] == [[0, 1, 4], [2, 3]]
+    assert [p.generated for p in parts] == [3, 2]
+    for img in ref.images:
+        assert (Store(sharded).image_dir(ref.key) / img.path.name).read_bytes() == img.path.read_bytes()
+    again = generate(loaded, req, Store(sharded), progress=False)
+    assert (again.generated, again.reused) == (0, 5), "the whole set is then in the store"
+    with pytest.raises(ValueError, match="shard 2 of 2"):
+        generate(loaded, req, Store(sharded), progress=False, shard=(2, 2))
+
+
+def test_shard_plan_packs_jobs_heaviest_first_and_splits_only_what_exceeds_a_fair_share() -> None:
+    from quantfake.distributed import job_cost, shard_jobs
+
+    o = build_options({"profile": "pretrained", "generators": "sd3,flux", "precisions": "bf16,int8",
+                       "modes": "txt2img", "n_images": "64"})
+    jobs = plan_jobs(o)
+    costs = {j.id: job_cost(o, j) for j in jobs}
+    assert max(costs, key=costs.get) == "flux-int8"
+    one = shard_jobs(o, jobs, 1)
+    assert [(u.key, u.shards) for u in one[0]] == sorted(((j, 1) for j in costs), key=lambda k: -costs[k[0]])
+    four = shard_jobs(o, jobs, 4)
+    assert all(len({u.key for u in units}) == len(units) for units in four), "one shard of a job per rank"
+    split = {u.key for units in four for u in units if u.shards > 1}
+    assert "flux-int8" in split and "sd3-bf16" not in split
+    assert sorted(u.key for units in four for u in units if u.shards == 1) == sorted(set(costs) - split)

@@ -70,3 +70,13 @@ def test_plan_cli_with_the_study_preset(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["--from", str(_record(tmp_path / "r.json")), "--preset", "study", "--gpus", "8"]) == 0
     out = capsys.readouterr().out
     assert "8 GPU(s): 18000 images, 144 detection cells" in out
+
+
+def test_split_plan_cuts_the_group_that_bounds_the_wall(tmp_path: Path) -> None:
+    costs = costs_from_files([_record(tmp_path / "r.json")])
+    groups = [("sd3", "bf16", ("txt2img",), 2), ("sdxl", "nf4", ("txt2img",), 2)]
+    whole = plan_grid(groups, costs, n_images=10, gpus=2, startup_s=0.0)
+    split = plan_grid(groups, costs, n_images=10, gpus=2, startup_s=0.0, split=True)
+    assert whole.wall_s == pytest.approx(62.0)  # sdxl-nf4 alone
+    assert split.wall_s == pytest.approx(53.0)  # sdxl-nf4 halved (31 + 31), sd3 (22) beside one half
+    assert sum(split.bins_s) == pytest.approx(sum(whole.bins_s))
