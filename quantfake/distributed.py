@@ -2,8 +2,9 @@
 
 Generation dominates a bench run, so it is done up front and spread over GPUs: under ``accelerate launch``
 (or ``torchrun``) each process takes a share of the (generator, precision) jobs, packed heaviest first by their
-estimated cost (:mod:`quantfake.packing`), so each pipeline is loaded once, on that process's own GPU; a job
-heavier than a fair share is split by image chunks over several GPUs, so no single job bounds the wall time. The jobs go through the same :class:`~quantfake.world.World` and the same
+estimated cost (:mod:`quantfake.packing`) and claimed by whichever process is free first (:func:`claim`), so
+each pipeline is loaded once, on that process's own GPU; a job heavier than a fair share is split by image
+chunks over several GPUs, so no single job bounds the wall time. The jobs go through the same :class:`~quantfake.world.World` and the same
 :func:`~quantfake.options.build_options` as the bench, and store keys hold the device *type* (not
 ``cuda:1``), so a later ``pytest bench`` on the same store reuses every image and generates nothing.
 """
@@ -12,15 +13,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from quantfake.errors import MissingWeightsError, PrecisionUnavailable, UnknownIdError
 from quantfake.options import BenchOptions, build_options
 from quantfake.packing import Unit, lpt, split_heavy
+from quantfake.store import Store
 
 #: (mode, role) pairs: role "eval" fakes are scored in cells, role "train" fakes train the tiny detectors.
 Task = tuple[str, str]
@@ -109,12 +114,44 @@ def job_cost(o: BenchOptions, job: Job) -> float:
 
 
 def shard_jobs(o: BenchOptions, jobs: Sequence[Job], n_processes: int) -> list[list[Unit]]:
-    """Each process's units of work (whole jobs, or chunk shards of the heaviest), LPT-packed; every rank
-    computes the same packing from the same options, so no communication is needed."""
-    by_id = {j.id: j for j in jobs}
+    """Each process's units of work (whole jobs, or chunk shards of the heaviest), LPT-packed from the estimated
+    costs: the order in which the units are offered (heaviest first) and what a static split would give."""
     chunks = max(1, -(-max(o.n_images, o.n_train if o.profile == "tiny" else 0) // max(1, o.batch_size)))
-    units = split_heavy([(j.id, job_cost(o, j)) for j in by_id.values()], n_processes, max_shards=chunks)
+    units = split_heavy([(j.id, job_cost(o, j)) for j in jobs], n_processes, max_shards=chunks)
     return lpt(units, n_processes)
+
+
+def claim(units: Iterable[Unit], claims: Path) -> Iterator[Unit]:
+    """The units this process takes, in the offered order: each goes to the first process free to claim it.
+
+    A claim is a file created with ``O_EXCL`` in a folder all processes of one launch share, so the work
+    balances itself whatever the cost estimates got wrong (a static split of the first 2-GPU run left one GPU
+    idle for a third of the run: benchmarks/multigpu_generate). A process claims its next unit only when it has
+    finished the last, which is longest-processing-time-first scheduling.
+    """
+    claims.mkdir(parents=True, exist_ok=True)
+    for unit in units:
+        try:
+            os.close(os.open(claims / f"{unit.key}.{unit.shard}of{unit.shards}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        yield unit
+
+
+def offered_units(o: BenchOptions, jobs: Sequence[Job], n_processes: int) -> list[Unit]:
+    """Every unit of the launch, heaviest first (ties in a fixed order), as :func:`claim` offers them."""
+    packed = shard_jobs(o, jobs, n_processes)
+    return sorted((u for units in packed for u in units), key=lambda u: (-u.cost, str(u.key), u.shard))
+
+
+def prepare_model_folders(o: BenchOptions, jobs: Sequence[Job]) -> None:
+    """Build the tiny pipelines the jobs load (other profiles read folders that exist or build in memory)."""
+    if o.profile != "tiny":
+        return
+    from quantfake.tiny import ensure_tiny_pipeline
+
+    for generator in dict.fromkeys(j.generator for j in jobs):
+        ensure_tiny_pipeline(generator, Store(o.store).models_dir)
 
 
 def process_device(requested: str | None, num_processes: int, state_device: str) -> str:
@@ -130,19 +167,18 @@ def process_device(requested: str | None, num_processes: int, state_device: str)
     return requested
 
 
-def run_jobs(o: BenchOptions, jobs: Sequence[Job], *, rank: int = 0, progress: bool = True,
-             shards: Sequence[tuple[int, int]] | None = None) -> list[TaskOutcome]:
-    """Run ``jobs`` in this process through one :class:`World` (one pipeline held at a time); ``shards[i]``
-    is the (index, count) share of job ``i``'s image chunks to make (default: all of them)."""
+def run_jobs(o: BenchOptions, work: Iterable[tuple[Job, tuple[int, int]]], *, rank: int = 0,
+             progress: bool = True) -> list[TaskOutcome]:
+    """Run (job, shard) pairs in this process through one :class:`World` (one pipeline held at a time);
+    ``shard`` is the (index, count) share of the job's image chunks, ``(0, 1)`` for all of them."""
     from tqdm.auto import tqdm
 
     from quantfake.world import World
 
     world = World(o, max_pipelines=1)
     outcomes: list[TaskOutcome] = []
-    n_tasks = sum(len(j.tasks) for j in jobs)
-    bar = tqdm(total=n_tasks, desc=f"generate [rank {rank}]", unit="set", position=rank, disable=not progress)
-    for job, shard in zip(jobs, shards or [(0, 1)] * len(jobs), strict=True):
+    bar = tqdm(desc=f"generate [rank {rank}]", unit="set", position=rank, disable=not progress)
+    for job, shard in work:
         for i, (mode, role) in enumerate(job.tasks):
             try:
                 res = world.fakes(job.generator, job.precision, mode, role, shard=shard)
@@ -210,13 +246,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.cuda.set_device(device)  # libraries that default to "cuda" then use this process's GPU
     options = dataclasses.replace(options, device=device)
     jobs = plan_jobs(options, train_fakes=train_fakes)
+    with state.main_process_first():  # transformers saves weights on rank 0 only (store.check_saved_pipeline)
+        prepare_model_folders(options, jobs)
     by_id = {j.id: j for j in jobs}
-    mine = shard_jobs(options, jobs, state.num_processes)[state.process_index]
+    units = offered_units(options, jobs, state.num_processes)
+    if state.num_processes > 1:  # one claims folder per launch, named by rank 0
+        from accelerate.utils import broadcast_object_list
+
+        token = [f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"]
+        broadcast_object_list(token)
+        units = claim(units, Store(options.store).root / "claims" / token[0])
+    mine: list[Unit] = []
+
+    def work() -> Iterator[tuple[Job, tuple[int, int]]]:
+        for unit in units:
+            mine.append(unit)
+            yield by_id[unit.key], (unit.shard, unit.shards)
+
     start = time.perf_counter()
-    outcomes = run_jobs(options, [by_id[u.key] for u in mine], rank=state.process_index, progress=progress,
-                        shards=[(u.shard, u.shards) for u in mine])
-    units = ", ".join(u.key if u.shards == 1 else f"{u.key}[{u.shard + 1}/{u.shards}]" for u in mine)
-    print(f"[rank {state.process_index}/{state.num_processes}] {len(mine)} units ({units or 'none'}) of "
+    outcomes = run_jobs(options, work(), rank=state.process_index, progress=progress)
+    names = ", ".join(u.key if u.shards == 1 else f"{u.key}[{u.shard + 1}/{u.shards}]" for u in mine)
+    print(f"[rank {state.process_index}/{state.num_processes}] {len(mine)} units ({names or 'none'}) of "
           f"{len(jobs)} jobs on {device} in {time.perf_counter() - start:.1f} s, store {options.store}")
     print("\n".join(summary_lines(outcomes, rank=state.process_index)), flush=True)
     state.wait_for_everyone()

@@ -34,7 +34,7 @@ from quantfake.generators import (
     tokenizer_max_lengths,
     vae_config_name,
 )
-from quantfake.store import atomic_dir, atomic_write_json, config_hash
+from quantfake.store import atomic_dir, atomic_write_json, check_saved_pipeline, config_hash
 
 RANDOM_SEED = 0
 BUILD_DTYPE = torch.bfloat16  # weights are drawn (and saved) in this dtype, whatever precision runs later
@@ -182,6 +182,7 @@ def ensure_random_model_root(generator_id: str, root: Path, device: torch.device
         pipe = build_random_pipeline(generator_id, device, BUILD_DTYPE, configs=configs, seed=seed)
         pipe.save_pretrained(tmp, safe_serialization=True)
         del pipe
+        check_saved_pipeline(tmp)
         atomic_write_json(tmp / MARKER_FILE, {
             "model_key": key, "generator": spec.id, "hub_id": spec.hub_id, "seed": seed,
             "device_type": torch.device(device).type, "dtype": str(BUILD_DTYPE).removeprefix("torch."),

@@ -33,6 +33,11 @@ FULLSIZE_S_PER_IMAGE: dict[str, float] = {"sd3": 1.62, "sdxl": 2.77, "flux": 8.8
 #: LLM.int8 about 2.7x on flux, 5.8x on the SDXL UNet per step, NOTES.md); a coarse order, not a prediction.
 PRECISION_COST_FACTOR: dict[str, float] = {"fp32": 2.0, "int8": 4.0, "nf4": 1.5, "fp4": 1.5, "fp8": 1.2,
                                            "fp8dq": 1.5, "int8wo": 2.5, "int8dq": 2.5}
+#: Measured cost against bf16 of one generator x precision where it departs from the coarse factor above
+#: (end-to-end s/image, 1024 px, default steps, one H200: benchmarks/multigpu_generate, effic_e2e_h200.json).
+#: The 2-GPU generate run packed by the coarse table alone put sdxl-nf4 (2.15x, not 1.5x) beside flux-bf16.
+MEASURED_COST_FACTOR: dict[tuple[str, str], float] = {("sd3", "nf4"): 1.07, ("flux", "nf4"): 1.07,
+                                                        ("sdxl", "nf4"): 2.15, ("flux", "int8"): 2.7}
 #: Worst measured fp16 / bf16 slow-down against fp32 on a CPU without AVX-512 FP16 / AMX (issue 14: 10-25x).
 HALF_SLOWDOWN_WORST = 25.0
 #: Cost assumed for a generator missing from the table above (the dearest measured).
@@ -122,7 +127,7 @@ def group_cost(generator: str, precision: str, profile: str) -> float:
         family = {"sd": "sdxl", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux"}.get(spec.family if spec else "", "flux")
         ref = GENERATORS[family]
         base = FULLSIZE_S_PER_IMAGE[family] * (spec.default_steps if spec else 1) / ref.default_steps
-    return base * PRECISION_COST_FACTOR.get(precision, 1.0)
+    return base * MEASURED_COST_FACTOR.get((generator, precision), PRECISION_COST_FACTOR.get(precision, 1.0))
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,20 @@ def atomic_dir(final: Path) -> Iterator[Path]:
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_saved_pipeline(folder: Path) -> None:
+    """Refuse a saved pipeline folder in which a model component (a sub-folder with ``config.json``) has no
+    weights file, before it is renamed into place.
+
+    transformers >= 5 writes weights only on rank 0 once a torch.distributed group exists (``quantfake generate``
+    under accelerate), leaving rank 1's copy of a text encoder empty: loading it later fails far from the cause.
+    """
+    for config in sorted(Path(folder).glob("*/config.json")):
+        if not any(config.parent.glob("*.safetensors")) and not any(config.parent.glob("*.bin")):
+            raise RuntimeError(f"{config.parent.name} of the pipeline saved in {folder} has no weights file; "
+                               "transformers skips weights on a process of rank > 0 (build model folders on the "
+                               "main process first)")
+
+
 class Store:
     """Paths and atomic I/O under one store root."""
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from quantfake.generators import GeneratorSpec, get_generator
-from quantfake.store import atomic_dir, config_hash
+from quantfake.store import atomic_dir, check_saved_pipeline, config_hash
 
 TINY_SIZE = 64  # pixels
 #: VAE levels: three (two downsamplings) give 16x16 latents at 64 px. With two levels (32x32 latents) the UNets'
@@ -187,4 +187,5 @@ def ensure_tiny_pipeline(generator_id: str, models_dir: Path, seed: int = TINY_S
         return folder
     with atomic_dir(folder) as tmp:
         build_tiny_pipeline(generator_id, seed).save_pretrained(tmp, safe_serialization=True)
+        check_saved_pipeline(tmp)
     return folder

@@ -192,7 +192,7 @@ def test_shards_of_a_set_make_the_bytes_of_the_whole_set(tmp_path: Path, tiny_mo
 
 
 def test_shard_plan_packs_jobs_heaviest_first_and_splits_only_what_exceeds_a_fair_share() -> None:
-    from quantfake.distributed import job_cost, shard_jobs
+    from quantfake.distributed import job_cost, offered_units, shard_jobs
 
     o = build_options({"profile": "pretrained", "generators": "sd3,flux", "precisions": "bf16,int8",
                        "modes": "txt2img", "n_images": "64"})
@@ -201,8 +201,32 @@ def test_shard_plan_packs_jobs_heaviest_first_and_splits_only_what_exceeds_a_fai
     assert max(costs, key=costs.get) == "flux-int8"
     one = shard_jobs(o, jobs, 1)
     assert [(u.key, u.shards) for u in one[0]] == sorted(((j, 1) for j in costs), key=lambda k: -costs[k[0]])
+    assert [(u.key, u.shards) for u in offered_units(o, jobs, 1)] == [(u.key, u.shards) for u in one[0]]
     four = shard_jobs(o, jobs, 4)
     assert all(len({u.key for u in units}) == len(units) for units in four), "one shard of a job per rank"
     split = {u.key for units in four for u in units if u.shards > 1}
     assert "flux-int8" in split and "sd3-bf16" not in split
     assert sorted(u.key for units in four for u in units if u.shards == 1) == sorted(set(costs) - split)
+
+
+def test_claims_give_each_unit_to_the_first_free_process(tmp_path: Path) -> None:
+    """Two ranks drawing from one offer list: every unit goes to exactly one, and a rank that is busy longer
+    (here: rank 0 on a heavy unit while rank 1 takes three light ones) takes fewer units."""
+    from quantfake.distributed import claim
+    from quantfake.packing import Unit
+
+    units = [Unit("flux-nf4", 150.0), Unit("flux-bf16", 140.0), Unit("sdxl-nf4", 95.0), Unit("sdxl-bf16", 45.0),
+             Unit("sd3-nf4", 28.0), Unit("sd3-bf16", 26.0)]
+    ranks = [claim(units, tmp_path / "claims"), claim(units, tmp_path / "claims")]
+    free_at, taken, done = [0.0, 0.0], [[], []], [False, False]
+    while not all(done):  # event simulation: the rank free first claims next
+        r = min((r for r in (0, 1) if not done[r]), key=lambda r: free_at[r])
+        unit = next(ranks[r], None)
+        if unit is None:
+            done[r] = True
+            continue
+        taken[r].append(unit.key)
+        free_at[r] += unit.cost
+    assert sorted(taken[0] + taken[1]) == sorted(u.key for u in units), "each unit claimed exactly once"
+    assert max(free_at) == 249.0 and taken[1] == ["flux-bf16", "sdxl-nf4"]
+    assert len(list((tmp_path / "claims").iterdir())) == len(units)

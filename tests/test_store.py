@@ -127,3 +127,19 @@ def test_concurrent_writers_lose_and_corrupt_nothing(tmp_path: Path) -> None:
     assert built in (bytes([0]) * 10_000, bytes([1]) * 10_000)
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".built.")]
     assert leftovers == []
+
+
+def test_a_saved_pipeline_missing_a_components_weights_is_refused(tmp_path) -> None:
+    """What transformers >= 5 leaves on rank 1 of a process group: a text encoder folder with no weights."""
+    from quantfake.store import check_saved_pipeline
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "config.json").write_text("{}")
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "tokenizer_config.json").write_text("{}")
+    check_saved_pipeline(tmp_path)
+    (tmp_path / "text_encoder").mkdir()
+    (tmp_path / "text_encoder" / "config.json").write_text("{}")
+    with pytest.raises(RuntimeError, match="text_encoder .* no weights file"):
+        check_saved_pipeline(tmp_path)
