@@ -59,7 +59,10 @@ class ClipD(CLIPLinearProbe):
 
 
 def build(tiny: bool, backbone_dir: Path | None = None, config: Mapping[str, object] | None = None) -> ClipD:
-    """``config`` replaces the random tower's config (``random_weights`` shrinks it in tests)."""
+    """The tower is random from ``config`` or read from ``backbone_dir`` and checked against it.
+
+    ``config`` defaults to the upstream tower (``FULL_CONFIG``); a recorded random tower passes its own.
+    """
     cfg = dict(config if config is not None else TINY_CONFIG if tiny else FULL_CONFIG)
     return ClipD(build_tower(False, cfg, None if tiny else backbone_dir))
 
