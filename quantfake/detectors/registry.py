@@ -200,3 +200,18 @@ def get_detector(detector_id: str) -> DetectorSpec:
         return DETECTORS[detector_id]
     except (KeyError, TypeError):
         raise UnknownIdError("detector", detector_id, DETECTORS) from None
+
+
+def parse_weights_choices(value: str | None) -> dict[str, str]:
+    """``"r50nodown=corvi2023"`` (comma-separated) -> ``{"r50nodown": "corvi2023"}``; bad ids raise listing valid ones."""
+    choices: dict[str, str] = {}
+    for item in (v.strip() for v in (value or "").split(",")):
+        if not item:
+            continue
+        det, sep, choice = item.partition("=")
+        if not sep or not choice.strip():
+            raise ValueError(f"--detector-weights {item!r}: expected DETECTOR=CHOICE, e.g. "
+                             + ", ".join(f"{d.id}={w.id}" for d in DETECTORS.values() for w in d.weights[1:]))
+        spec = get_detector(det.strip())
+        choices[spec.id] = spec.weights_choice(choice.strip()).id
+    return choices
