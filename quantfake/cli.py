@@ -69,10 +69,11 @@ def _models(argv: list[str]) -> int:
                    maxcolwidths=[None, None, 45, 60, 40]))
     print()
     print(tabulate([(d.id, d.tower.dir + "/", _tower_expectation(d.full_config), d.tower.source, d.tower.layout,
-                     f"quantfake import-weights --format {d.tower.import_format} --source FILE --weights-dir DIR")
+                     f"--format {d.tower.import_format}")
                     for d in DETECTORS.values() if d.tower],
                    headers=["detector", "CLIP tower folder under --weights-dir", "expected", "public source", "layout",
-                            "convert the public source"], maxcolwidths=[None, 24, 16, 40, 30, 34]))
+                            "quantfake import-weights"], maxcolwidths=[None, None, 14, 40, 28, None]))
+    print("  quantfake import-weights --format FORMAT --source FILE --weights-dir DIR converts a public tower there")
     print()
     print(tabulate([(p.id, getattr(p, "description", "")) for p in DETECTOR_PRECISIONS.values()],
                    headers=["detector precision", "what it is"]))

@@ -75,7 +75,12 @@ def build_tower(with_projection: bool, config: Mapping[str, Any] | None = None, 
         found = vision_config_of(folder)
         if config is not None:
             check_tower_config(found, config, fields, f"{folder}/config.json")
-        return cls.from_pretrained(str(folder), config=found, local_files_only=True).to(torch.float32)
+        model, info = cls.from_pretrained(str(folder), config=found, local_files_only=True, output_loading_info=True)
+        if info.get("missing_keys"):  # transformers would leave them randomly initialised, with a warning only
+            missing = sorted(info["missing_keys"])
+            raise TowerMismatch(f"CLIP tower {folder}: its weights lack {len(missing)} tensor(s) of a {cls.__name__}, "
+                                f"e.g. {missing[:4]}; is it a CLIP ViT folder?")
+        return model.to(torch.float32)
     if config is None:
         raise ValueError("build_tower needs a local folder or a CLIPVisionConfig dict")
     return cls(vision_config(**config))
