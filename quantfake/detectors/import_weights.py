@@ -36,7 +36,7 @@ import torch
 from quantfake.errors import UnknownIdError
 
 from .checkpoints import file_sha256, read_checkpoint, unwrap_state_dict
-from .clip_backbone import FEATURE_FIELDS, check_tower_config, vision_config
+from .clip_backbone import check_tower_config, vision_config
 from .registry import DETECTORS, DetectorSpec
 
 PROVENANCE_NAME = "quantfake-import.json"
@@ -138,8 +138,8 @@ def convert_tower(source: Path | str, format_id: str, out: Path | str,
     if expect is not None:
         from .loaded import implementation
 
-        check_tower_config(vision_config(**config), implementation(expect).FULL_CONFIG, FEATURE_FIELDS,
-                           f"converted from {source}")
+        impl = implementation(expect)
+        check_tower_config(vision_config(**config), impl.FULL_CONFIG, impl.TOWER_FIELDS, f"converted from {source}")
     weights = visual_to_transformers(sd, config["num_hidden_layers"])
     with torch.device("meta"):
         model = CLIPVisionModelWithProjection(vision_config(**config))
