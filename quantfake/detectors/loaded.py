@@ -171,10 +171,11 @@ def load_detector(
     else:
         from .random_weights import random_weight_files, recorded_tower_config
 
-        tower_config = None
+        tower_config, random_tower = None, []
         if spec.backbone_dir is not None:
             tower = Path(backbone_dir) if backbone_dir is not None else _backbone_path(spec, weights_dir)
-            if random_weight_files(weights_dir, [tower]):
+            random_tower = random_weight_files(weights_dir, [tower])  # hashes the tower once
+            if random_tower:
                 tower_config = recorded_tower_config(weights_dir, spec.id)
         module = build_module(spec, tiny=False, backbone_dir=tower, representation=representation,
                               tower_config=tower_config)
@@ -191,7 +192,7 @@ def load_detector(
             weights_choice = choice.id
         ckpt_sha = loaded.sha256
         policy = spec.preprocess
-        random_weights = bool(random_weight_files(weights_dir, [ckpt_path, tower]))
+        random_weights = bool(random_tower or random_weight_files(weights_dir, [ckpt_path]))
     module = module.to(device).eval()
     return LoadedDetector(
         spec=spec, profile=profile, module=module, preprocess=policy,
