@@ -1,4 +1,4 @@
-"""``quantfake`` command line: run | report | compare | models | doctor | train | make-random-root.
+"""``quantfake`` command line: run | report | compare | models | doctor | train | import-weights | make-random-root.
 
 ``quantfake run`` is the main job: it runs the bench cells through pytest (so the same cells, ids, options
 and baselines serve CI and people), records the run in the history and writes the report.
@@ -58,12 +58,32 @@ def _models(argv: list[str]) -> int:
                     for p in PRECISIONS.values()],
                    headers=["precision", "kind", "what it is", "study's name", "needs"]))
     print()
-    print(tabulate([(d.id, d.name, d.upstream_repo, ", ".join(d.checkpoint_files)) for d in DETECTORS.values()],
-                   headers=["detector", "name", "upstream", "checkpoint file(s) under --weights-dir"]))
+    print(tabulate([(d.id, d.name, d.upstream_repo) for d in DETECTORS.values()],
+                   headers=["detector", "name", "upstream"]))
+    print()
+    print("What --weights-dir holds, per detector (the first path found of each choice is read; "
+          "--detector-weights ID=CHOICE picks another choice):")
+    print(tabulate([(d.id, w.id + (" (default)" if i == 0 and len(d.weights) > 1 else ""), "\n".join(w.files),
+                     w.source, w.layout) for d in DETECTORS.values() for i, w in enumerate(d.weights)],
+                   headers=["detector", "weights choice", "file(s) under --weights-dir", "public source", "layout"],
+                   maxcolwidths=[None, None, 45, 60, 40]))
+    print()
+    print(tabulate([(d.id, d.tower.dir + "/", _tower_expectation(d.full_config), d.tower.source, d.tower.layout,
+                     f"--format {d.tower.import_format}")
+                    for d in DETECTORS.values() if d.tower],
+                   headers=["detector", "CLIP tower folder under --weights-dir", "expected", "public source", "layout",
+                            "quantfake import-weights"], maxcolwidths=[None, None, 14, 40, 28, None]))
+    print("  quantfake import-weights --format FORMAT --source FILE --weights-dir DIR converts a public tower there")
     print()
     print(tabulate([(p.id, getattr(p, "description", "")) for p in DETECTOR_PRECISIONS.values()],
                    headers=["detector precision", "what it is"]))
     return 0
+
+
+def _tower_expectation(cfg: dict) -> str:
+    """``ViT 1024x24 /14 224px gelu``: the tower config a folder is checked against."""
+    return (f"ViT {cfg['hidden_size']}x{cfg['num_hidden_layers']} /{cfg['patch_size']} {cfg['image_size']}px "
+            f"{cfg['hidden_act']}")
 
 
 def _doctor(argv: list[str]) -> int:
@@ -100,6 +120,12 @@ def _plan(argv: list[str]) -> int:
 
 def _make_random_weights(argv: list[str]) -> int:
     from quantfake.detectors.random_weights import main
+
+    return int(main(argv) or 0)
+
+
+def _import_weights(argv: list[str]) -> int:
+    from quantfake.detectors.import_weights import main
 
     return int(main(argv) or 0)
 
@@ -142,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         "train": ("train or fine-tune a detector (e.g. on quantized fakes)", _train),
         "make-random-weights": ("write full-size random detectors in the --weights-dir layout (scores mean nothing)",
                                 _make_random_weights),
+        "import-weights": ("convert an upstream CLIP tower (open_clip, OpenAI ViT-L-14.pt) into the --weights-dir layout",
+                           _import_weights),
         "make-random-root": ("save full-size random pipelines as a model root (rehearsals, no download)",
                              _make_random_root),
         "plan": ("predicted wall time and peak VRAM of a grid on N GPUs, from recorded costs", _plan),

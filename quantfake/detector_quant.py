@@ -44,7 +44,7 @@ class DetectorPrecision:
     """One detector precision id and how it is applied."""
 
     id: str
-    kind: str  # "reference" | "cast" | "int8" | "fake_quant" | "bnb_nf4"
+    kind: str  # "reference" | "cast" | "autocast" | "int8" | "fake_quant" | "bnb_nf4"
     weight_bits: int
     description: str
     dtype: torch.dtype | None = None
@@ -65,6 +65,11 @@ DETECTOR_PRECISIONS: dict[str, DetectorPrecision] = {
         DetectorPrecision("w2", "fake_quant", 2, "2-bit per-channel weights (simulated), min-max or LSQ"),
         DetectorPrecision("nf4", "bnb_nf4", 4, "bitsandbytes NF4 Linear layers (convs stay fp32)",
                           requires_cuda=True),
+        # last, so the covering grid keeps the detector each earlier id was paired with
+        DetectorPrecision("fp16amp", "autocast", 32, "fp32 weights, torch.autocast float16 compute (mixed precision)",
+                          torch.float16),
+        DetectorPrecision("bf16amp", "autocast", 32, "fp32 weights, torch.autocast bfloat16 compute (mixed precision)",
+                          torch.bfloat16),
     )
 }
 
@@ -130,6 +135,23 @@ class CastDetector(nn.Module):
 
     def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         out = self.inner(x.to(self.dtype) if x.is_floating_point() else x, *args, **kwargs)
+        return out.float() if isinstance(out, Tensor) else out
+
+
+class AutocastDetector(nn.Module):
+    """Runs ``inner`` (fp32 weights) under ``torch.autocast`` in ``dtype`` on the input's device; returns float32.
+
+    Mixed precision is a detector precision of its own (``fp16amp`` / ``bf16amp``): ``fp32`` never autocasts,
+    so the full-precision reference is the upstream detector on every device.
+    """
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner, self.dtype = inner, dtype
+
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            out = self.inner(x, *args, **kwargs)
         return out.float() if isinstance(out, Tensor) else out
 
 
@@ -316,6 +338,9 @@ def quantize_detector(module: nn.Module, precision: str, calib_batches: list[Ten
                               "bytes_before": model_bytes(reference), "classes_before": module_classes(reference)}
     if spec.kind == "cast":
         qmodel = CastDetector(qmodel, spec.dtype)
+    elif spec.kind == "autocast":
+        qmodel = AutocastDetector(qmodel, spec.dtype)
+        report["autocast_dtype"] = str(spec.dtype).removeprefix("torch.")
     elif spec.kind == "int8":
         qmodel, report["int8_conv_mode"] = _int8(qmodel, _require_batches(precision, calib_batches))
     elif spec.kind == "fake_quant":

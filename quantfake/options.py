@@ -12,6 +12,7 @@ from typing import Any
 
 from quantfake.detector_quant import DETECTOR_PRECISIONS
 from quantfake.detectors import DETECTORS, REPRESENTATIONS
+from quantfake.detectors.registry import parse_weights_choices
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS, MODES
 from quantfake.grids import GridSpec, get_grid, resolve_grid
@@ -73,6 +74,7 @@ class BenchOptions:
     compile: bool = False
     quantize_text_encoders: bool = False
     trust_checkpoints: bool = False
+    detector_weights: dict[str, str] = field(default_factory=dict)  # detector id -> weights choice (pretrained)
     match_format: bool = False
     store: Path = Path(".quantfake")
     model_root: Path | None = None
@@ -134,6 +136,7 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
         seed=int(raw.get("seed") or 0), device=raw.get("device") or None, compile=bool(raw.get("compile")),
         quantize_text_encoders=bool(raw.get("quantize_text_encoders")),
         trust_checkpoints=bool(raw.get("trust_checkpoints")), match_format=bool(raw.get("match_format")),
+        detector_weights=parse_weights_choices(raw.get("detector_weights")),
         store=path("store", None) or _default_store(),
         model_root=path("model_root"), weights_dir=path("weights_dir"), real_dir=path("real_dir"),
         inception_weights=path("inception_weights"),

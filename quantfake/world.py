@@ -175,7 +175,8 @@ class World:
                 det = load_detector(detector_id, "random", device=self.device, representation=representation)
             else:  # real weights, or the random ones `quantfake make-random-weights` saved in the upstream layout
                 det = load_detector(detector_id, "pretrained", weights_dir=self.o.weights_dir, device=self.device,
-                                    trust_checkpoints=self.o.trust_checkpoints, representation=representation)
+                                    trust_checkpoints=self.o.trust_checkpoints, representation=representation,
+                                    weights=self.o.detector_weights.get(detector_id))
             self._detectors[key] = det
         return self._detectors[key]
 

@@ -63,7 +63,8 @@ def _batches(n: int, seed: int) -> list[torch.Tensor]:
     return out
 
 
-CPU_IDS = [p for p, s in DETECTOR_PRECISIONS.items() if not s.requires_cuda and s.kind != "reference"]
+CPU_IDS = [p for p, s in DETECTOR_PRECISIONS.items() if not s.requires_cuda and s.kind not in ("reference", "autocast")]
+AUTOCAST_IDS = [p for p, s in DETECTOR_PRECISIONS.items() if s.kind == "autocast"]
 
 
 @pytest.mark.parametrize("precision", CPU_IDS)
@@ -77,6 +78,23 @@ def test_modules_change_and_bytes_shrink(precision):
     x = _batches(1, 2)[0]
     out = qnet(x)
     assert out.shape == (16, 1) and out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("precision", AUTOCAST_IDS)
+def test_autocast_keeps_fp32_weights_and_computes_in_half(precision):
+    """fp16amp / bf16amp: the weights stay fp32 (same bytes) and the layers really run in the autocast dtype."""
+    net = _detector()
+    qnet, report = quantize_detector(net, precision)
+    assert report["bytes_after"] == report["bytes_before"] and report["autocast_dtype"] in ("float16", "bfloat16")
+    assert all(p.dtype == torch.float32 for p in qnet.parameters())
+    seen = []
+    hook = qnet.inner.fc.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    x = _batches(1, 2)[0]
+    with torch.no_grad():
+        out, ref = qnet(x), net(x)
+    hook.remove()
+    assert seen == [getattr(torch, report["autocast_dtype"])] and out.dtype == torch.float32
+    assert 0 < float((out - ref).abs().max()) < 0.05 * float(ref.abs().max())
 
 
 def test_fake_quant_bytes_follow_bits():

@@ -258,15 +258,21 @@ def test_score_cache_second_call_computes_nothing(tmp_path: Path) -> None:
     np.testing.assert_allclose(direct, first, rtol=1e-5, atol=1e-6)
 
 
-def test_pretrained_univfd_reads_local_tower_and_fc_weights(tmp_path: Path) -> None:
+def test_pretrained_univfd_reads_local_tower_and_fc_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+    from quantfake.detectors import univfd
+    from quantfake.detectors.clip_backbone import TowerMismatch
+
     torch.manual_seed(0)
-    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                           image_size=224, patch_size=32, projection_dim=16)
-    CLIPVisionModelWithProjection(cfg).save_pretrained(tmp_path / "clip-vit-large-patch14")
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+             "image_size": 224, "patch_size": 32, "projection_dim": 16, "hidden_act": "quick_gelu"}
+    CLIPVisionModelWithProjection(CLIPVisionConfig(**small)).save_pretrained(tmp_path / "clip-vit-large-patch14")
     fc = {"weight": torch.randn(1, 16), "bias": torch.randn(1)}
     torch.save(fc, tmp_path / "fc_weights.pth")
+    with pytest.raises(TowerMismatch, match="patch_size is 32, expected 14"):  # not UnivFD's ViT-L/14
+        load_detector("univfd", "pretrained", weights_dir=tmp_path)
+    monkeypatch.setattr(univfd, "FULL_CONFIG", {**univfd.FULL_CONFIG, **small})
     det = load_detector("univfd", "pretrained", weights_dir=tmp_path)
     assert torch.equal(det.module.fc.weight, fc["weight"]) and det.backbone_dir == str(tmp_path / "clip-vit-large-patch14")
     scores = score_images(det, np.zeros((2, 64, 64, 3), dtype=np.uint8), progress=False)

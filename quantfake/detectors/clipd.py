@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .clip_backbone import VIT_L14, CLIPLinearProbe, build_tower
+from .clip_backbone import FEATURE_FIELDS, VIT_L14, CLIPLinearProbe, build_tower
 from .preprocessing import CLIP_MEAN, CLIP_STD, PreprocessPolicy
 
 UPSTREAM_POLICY = PreprocessPolicy(
@@ -40,6 +40,7 @@ TINY_POLICY = PreprocessPolicy(
     note="upstream Clip224 scaled to the tiny tower's 32x32 input",
 )
 FULL_CONFIG: dict[str, object] = {**VIT_L14, "hidden_act": "gelu"}
+TOWER_FIELDS: tuple[str, ...] = FEATURE_FIELDS  # the feature is the pooled CLS token before the projection
 TINY_CONFIG: dict[str, object] = {
     "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
     "image_size": 32, "patch_size": 8, "projection_dim": 16, "hidden_act": "gelu",
@@ -59,9 +60,12 @@ class ClipD(CLIPLinearProbe):
 
 
 def build(tiny: bool, backbone_dir: Path | None = None, config: Mapping[str, object] | None = None) -> ClipD:
-    """``config`` replaces the random tower's config (``random_weights`` shrinks it in tests)."""
+    """The tower is random from ``config`` or read from ``backbone_dir`` and checked against it.
+
+    ``config`` defaults to the upstream tower (``FULL_CONFIG``); a recorded random tower passes its own.
+    """
     cfg = dict(config if config is not None else TINY_CONFIG if tiny else FULL_CONFIG)
-    return ClipD(build_tower(False, cfg, None if tiny else backbone_dir))
+    return ClipD(build_tower(False, cfg, None if tiny else backbone_dir, fields=TOWER_FIELDS))
 
 
 def load_upstream(module: ClipD, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -8,6 +8,7 @@ Profiles: ``tiny`` (reduced-width architecture, weights written by :mod:`.train`
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +39,7 @@ class LoadedDetector:
     backbone_dir: str | None = None
     representation: str = DEFAULT_REPRESENTATION
     random_weights: bool = False  # random profile, or files from make-random-weights: scores mean nothing
+    weights_choice: str | None = None  # which public checkpoint (spec.weights) a pretrained detector read
 
     @property
     def token(self) -> str:
@@ -54,6 +56,7 @@ class LoadedDetector:
             "detector_id": self.spec.id, "name": self.spec.name, "profile": self.profile,
             "representation": self.representation,
             "precision": self.precision, "device": self.device,
+            "weights_choice": self.weights_choice,
             "checkpoint_path": self.checkpoint_path, "checkpoint_sha256": self.checkpoint_sha256,
             "backbone_dir": self.backbone_dir, "random_weights": self.random_weights,
             "preprocess": self.preprocess.as_dict(), "preprocess_sha256": self.preprocess.sha256(),
@@ -100,15 +103,19 @@ def build_module(
     backbone_dir: Path | None = None,
     seed: int = RANDOM_SEED,
     representation: str = DEFAULT_REPRESENTATION,
+    tower_config: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Seeded random init of the architecture (pretrained CLIP tower if ``backbone_dir``).
 
-    A non-RGB ``representation`` wraps the same (identically initialised) network in its input transform.
+    ``tower_config`` replaces the upstream tower config that a tower folder is checked against (a tower
+    written by ``make-random-weights`` at another size records its own).  A non-RGB ``representation``
+    wraps the same (identically initialised) network in its input transform.
     """
     check_representation(spec.id, representation)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = implementation(spec).build(tiny, backbone_dir)
+        impl = implementation(spec)
+        module = impl.build(tiny, backbone_dir) if tower_config is None else impl.build(tiny, backbone_dir, config=tower_config)
     return apply_representation(module, representation)
 
 
@@ -122,9 +129,12 @@ def load_detector(
     checkpoint: Path | str | None = None,
     backbone_dir: Path | str | None = None,
     representation: str = DEFAULT_REPRESENTATION,
+    weights: str | None = None,
 ) -> LoadedDetector:
-    """A detector in eval mode on ``device``.
+    """A detector in eval mode on ``device``, always float32 (lower precisions are detector precisions).
 
+    ``weights`` picks one of the detector's public checkpoints (``spec.weights``, default the first; e.g.
+    ``corvi2023`` for r50nodown); the record names it with the file and SHA-256 read.
     ``checkpoint`` overrides the upstream file (e.g. a detector fine-tuned by :mod:`.train`:
     a safetensors of the whole module).  ``backbone_dir`` overrides the CLIP tower folder
     (default ``weights_dir / spec.backbone_dir``).  A non-RGB ``representation`` reads
@@ -132,6 +142,7 @@ def load_detector(
     """
     spec = get_detector(detector_id)
     check_representation(detector_id, representation)
+    choice = spec.weights_choice(weights)
     token = detector_token(detector_id, representation)
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
@@ -139,6 +150,7 @@ def load_detector(
     ckpt_sha = f"random-init-seed{RANDOM_SEED}"
     tower: Path | None = None
     random_weights = profile == "random"
+    weights_choice: str | None = None
     if profile == "tiny":
         if tiny_dir is None and checkpoint is None:
             raise MissingWeights(f"tiny {token}", [], hint="pass tiny_dir (where train_detector wrote the weights)")
@@ -157,9 +169,16 @@ def load_detector(
             ckpt_sha = f"{ckpt_sha}+{representation}"
         policy = spec.preprocess
     else:
+        from .random_weights import random_weight_files, recorded_tower_config
+
+        tower_config, random_tower = None, []
         if spec.backbone_dir is not None:
             tower = Path(backbone_dir) if backbone_dir is not None else _backbone_path(spec, weights_dir)
-        module = build_module(spec, tiny=False, backbone_dir=tower, representation=representation)
+            random_tower = random_weight_files(weights_dir, [tower])  # hashes the tower once
+            if random_tower:
+                tower_config = recorded_tower_config(weights_dir, spec.id)
+        module = build_module(spec, tiny=False, backbone_dir=tower, representation=representation,
+                              tower_config=tower_config)
         if checkpoint is not None or representation != DEFAULT_REPRESENTATION:
             # no upstream release takes a non-RGB input: only whole-module checkpoints (ours) apply
             ckpt_path = (Path(checkpoint) if checkpoint is not None
@@ -167,22 +186,36 @@ def load_detector(
             loaded = load_checkpoint(ckpt_path, trust_checkpoints)
             module.load_state_dict(loaded.state_dict, strict=True)
         else:
-            ckpt_path = find_checkpoint(weights_dir, spec.checkpoint_files, f"detector {detector_id}")
+            ckpt_path = _choice_checkpoint(spec, choice.id, weights_dir)
             loaded = load_checkpoint(ckpt_path, trust_checkpoints)
             implementation(spec).load_upstream(module, loaded.state_dict)
+            weights_choice = choice.id
         ckpt_sha = loaded.sha256
         policy = spec.preprocess
-        from .random_weights import random_weight_files
-
-        random_weights = bool(random_weight_files(weights_dir, [ckpt_path, tower]))
+        random_weights = bool(random_tower or random_weight_files(weights_dir, [ckpt_path]))
     module = module.to(device).eval()
     return LoadedDetector(
         spec=spec, profile=profile, module=module, preprocess=policy,
         checkpoint_path=str(ckpt_path) if ckpt_path else None,
         checkpoint_sha256=ckpt_sha,
         device=str(device), backbone_dir=str(tower) if tower else None, representation=representation,
-        random_weights=random_weights,
+        random_weights=random_weights, weights_choice=weights_choice,
     )
+
+
+def _choice_checkpoint(spec: DetectorSpec, choice: str, weights_dir: Path | str | None) -> Path:
+    """The file of ``choice`` under ``weights_dir``; when missing, say which other choices are there."""
+    files = spec.weights_choice(choice).files
+    try:
+        return find_checkpoint(weights_dir, files, f"detector {spec.id} ({choice} weights)")
+    except MissingWeights as err:
+        others = [w.id for w in spec.weights if w.id != choice and weights_dir is not None
+                  and any((Path(weights_dir) / f).is_file() for f in w.files)]
+        if not others:
+            raise
+        raise MissingWeights(err.what, err.searched,
+                             hint=f"found the {', '.join(others)} weights instead: pick them with "
+                                  f"--detector-weights {spec.id}={others[0]}") from None
 
 
 def _backbone_path(spec: DetectorSpec, weights_dir: Path | str | None) -> Path:

@@ -227,6 +227,16 @@ def random_weight_files(weights_dir: Path | str | None, paths: Iterable[Path | s
     return found
 
 
+def recorded_tower_config(weights_dir: Path | str, detector_id: str) -> dict[str, Any] | None:
+    """The tower config the manifest under ``weights_dir`` records for ``detector_id`` (None if none).
+
+    ``load_detector`` checks a random tower folder against it instead of the upstream ViT-L/14 config, so a
+    tower written at another size (``tower_overrides``) still loads, and still has its config checked.
+    """
+    entry = read_manifest(weights_dir)["detectors"].get(detector_id) or {}
+    return entry.get("tower_config")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``quantfake make-random-weights --root DIR [--detectors npr,clipd|all] [--seed N]``."""
     ap = argparse.ArgumentParser(prog="quantfake make-random-weights", description=__doc__.split("\n")[0])

@@ -4,7 +4,10 @@ Images are identified by the SHA-256 of their PNG bytes.  Pass ``image_sha256`` 
 have the files (hash of the file bytes); otherwise each image is PNG-encoded by PIL with
 fixed settings and that is hashed (deterministic for identical pixels).  Do not mix the two
 conventions within one cache.  The cache key is (image, detector id [+ input representation
-when not RGB], effective precision, checkpoint SHA-256, preprocessing-policy SHA-256): anything that changes a score changes it.
+when not RGB], detector precision, checkpoint SHA-256, preprocessing-policy SHA-256): anything that changes a score changes it.
+
+Scoring runs the module as it is: an ``fp32`` detector computes in fp32 on every device (as every upstream
+test script does); mixed precision is the explicit detector precision ``fp16amp`` / ``bf16amp``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import io
 import sqlite3
 import time
 from collections.abc import Sequence
-from contextlib import closing, nullcontext
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -82,11 +85,6 @@ class ScoreCache:
             return int(con.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
 
 
-def effective_precision(detector: LoadedDetector, autocast: bool) -> str:
-    """The precision name the cache and results record (autocast is part of it)."""
-    return f"{detector.precision}+autocast_fp16" if autocast else detector.precision
-
-
 def score_images(
     detector: LoadedDetector,
     images: ImageBatch,
@@ -95,27 +93,21 @@ def score_images(
     cache: ScoreCache | None = None,
     progress: bool = True,
     image_sha256s: Sequence[str] | None = None,
-    autocast: bool | None = None,
 ) -> np.ndarray:
-    """Scores (float64, higher = more fake) for ``images`` in order.
-
-    ``autocast`` defaults to fp16 autocast on CUDA for fp32 detectors whose spec tolerates it.
-    """
+    """Scores (float64, higher = more fake) for ``images`` in order, computed at ``detector.precision``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     pil = as_pil_list(images)
     if image_sha256s is not None and len(image_sha256s) != len(pil):
         raise ValueError(f"got {len(image_sha256s)} image hashes for {len(pil)} images")
     device = torch.device(device)
-    if autocast is None:
-        autocast = device.type == "cuda" and detector.spec.autocast_ok and detector.precision == "fp32"
     scores = np.full(len(pil), np.nan, dtype=np.float64)
     todo = list(range(len(pil)))
     keys: list[CacheKey] = []
     if cache is not None:
         hashes = list(image_sha256s) if image_sha256s is not None else [image_sha256(im) for im in pil]
         # the token is the id for RGB (keys unchanged) and ``<id>+<representation>`` otherwise
-        prefix = (detector.token, effective_precision(detector, autocast), detector.checkpoint_sha256,
+        prefix = (detector.token, detector.precision, detector.checkpoint_sha256,
                   detector.preprocess.sha256())
         keys = [(h, *prefix) for h in hashes]
         hits = cache.get_many(keys)
@@ -124,14 +116,13 @@ def score_images(
             if key in hits:
                 scores[i] = hits[key]
     module = detector.module
-    ctx = torch.autocast("cuda", dtype=torch.float16) if autocast else nullcontext()
     bar = tqdm(total=len(todo), desc=f"score {detector.spec.id}", unit="img", disable=not progress or not todo)
-    with torch.inference_mode(), ctx, bar:
+    with torch.inference_mode(), bar:
         for start in range(0, len(todo), batch_size):
             idx = todo[start : start + batch_size]
             batch = detector.preprocess([pil[i] for i in idx]).to(device)
             param = next(module.parameters(), None)
-            if param is not None and param.is_floating_point() and not autocast:
+            if param is not None and param.is_floating_point():
                 batch = batch.to(param.dtype)
             out = module(batch).float().reshape(len(idx), -1)
             if out.shape[1] != 1:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .clip_backbone import VIT_L14, CLIPLinearProbe, build_tower
+from .clip_backbone import FEATURE_FIELDS, VIT_L14, CLIPLinearProbe, build_tower
 from .preprocessing import CLIP_MEAN, CLIP_STD, PreprocessPolicy
 
 UPSTREAM_POLICY = PreprocessPolicy(
@@ -35,6 +35,8 @@ TINY_POLICY = PreprocessPolicy(
     note="upstream centre crop without resize, scaled to the tiny tower's 56x56 input",
 )
 FULL_CONFIG: dict[str, object] = {**VIT_L14, "hidden_act": "quick_gelu"}
+#: the tower config fields a folder is checked on: the feature is the projected embedding, so its width too
+TOWER_FIELDS: tuple[str, ...] = (*FEATURE_FIELDS, "projection_dim")
 TINY_CONFIG: dict[str, object] = {
     "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
     "image_size": 56, "patch_size": 8, "projection_dim": 16, "hidden_act": "quick_gelu",
@@ -52,9 +54,13 @@ class UnivFD(CLIPLinearProbe):
 
 
 def build(tiny: bool, backbone_dir: Path | None = None, config: Mapping[str, object] | None = None) -> UnivFD:
-    """``config`` replaces the random tower's config (``random_weights`` shrinks it in tests)."""
+    """The tower is random from ``config`` or read from ``backbone_dir`` and checked against it.
+
+    ``config`` defaults to the upstream tower (``FULL_CONFIG``); a recorded random tower passes its own.
+    The projection width is checked too: the feature is the projected embedding.
+    """
     cfg = dict(config if config is not None else TINY_CONFIG if tiny else FULL_CONFIG)
-    return UnivFD(build_tower(True, cfg, None if tiny else backbone_dir))
+    return UnivFD(build_tower(True, cfg, None if tiny else backbone_dir, fields=TOWER_FIELDS))
 
 
 def load_upstream(module: UnivFD, state_dict: Mapping[str, torch.Tensor]) -> None:
