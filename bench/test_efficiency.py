@@ -29,6 +29,8 @@ def _cell(fn: Callable[..., Any], *args: Any) -> Any:
     if isinstance(extra, dict) and extra.get("oom"):
         pytest.fail(f"out of memory (recorded in the benchmark JSON; other cells go on): {extra.get('oom_error')}",
                     pytrace=False)
+    if isinstance(extra, dict) and extra.get("memory_fit_refused"):
+        pytest.fail(f"{extra['memory_fit_refused']} (recorded in the benchmark JSON; other cells go on)", pytrace=False)
     return extra
 
 

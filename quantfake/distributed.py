@@ -38,6 +38,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--gen-batch-size", "batch_size", "images per generation batch"),
     ("--seed", "seed", "seed offset (default 0)"),
     ("--device", "device", "cpu or cuda (default: this process's accelerator, else cpu)"),
+    ("--vram-budget", "vram_budget", "GiB of GPU memory a pipeline may use (offload / VAE / batch chosen to fit)"),
     ("--store", "store", "store folder (default $QUANTFAKE_STORE or .quantfake)"),
     ("--model-root", "model_root", "folder with diffusers model folders (pretrained profile)"),
     ("--real-dir", "real_dir", "folder of real images (img2img init images come from it)"),

@@ -37,8 +37,10 @@ from quantfake.efficiency.cells import (
 )
 from quantfake.efficiency.devices import device_info, synchronize
 from quantfake.efficiency.oom import free_cached_memory
+from quantfake.errors import MemoryBudgetError
 from quantfake.generators import get_generator
 from quantfake.loading import load_pipeline, resolve_device
+from quantfake.memory_placement import load_within_budget, reoffload
 from quantfake.precisions import get_precision, reference_precision, unavailable_reason
 
 E2E_BATCHES: tuple[int, ...] = (4,)  # larger batches tried end to end on a GPU, after batch 1
@@ -103,12 +105,22 @@ def cell_params(fixture: str, options: Any) -> list[tuple[str, Any]]:
     raise ValueError(f"unknown efficiency fixture {fixture!r}; accepted: {', '.join(PARAMETRIZED_FIXTURES)}")
 
 
-def efficiency_device(requested: str) -> str:
+def efficiency_device(requested: str | None) -> str:
     """The resolved device; on GPU with ``QUANTFAKE_TF32=1``, fp32 matmuls may run on TF32 tensor cores."""
     device = resolve_device(requested)
     if device.startswith("cuda") and os.environ.get(TF32_ENV) == "1":
         torch.set_float32_matmul_precision("high")
     return device
+
+
+def load_for_cell(spec: Any, precision: str, options: Any, device: str, size: int) -> Any:
+    """The whole pipeline of an efficiency cell: placed on ``device``, or under ``--vram-budget`` by the least
+    costly memory fit for one image a call (:class:`quantfake.errors.MemoryBudgetError` when none fits)."""
+    where = dict(device=device, store=store_for(options), model_root=options.model_root)
+    if not options.vram_budget_gib:
+        return load_pipeline(spec.id, precision, options.profile, **where)
+    return load_within_budget(spec.id, precision, options.profile, budget_gib=options.vram_budget_gib, size=size,
+                              batch=IMAGES_PER_STEP, guidance=options.guidance, **where)
 
 
 def deadline_skip_reason(now: float | None = None) -> str | None:
@@ -157,8 +169,9 @@ def run_benchmark(benchmark: Any, fn: Callable[[], Any], device: str, rounds: in
         fn()
         synchronize(device)
 
-    if extra.get("oom"):
-        benchmark.extra_info.update(extra, timed="nothing: the cell ran out of memory")
+    if extra.get("oom") or extra.get("memory_fit_refused"):
+        benchmark.extra_info.update(extra, timed="nothing: the cell " + (
+            "ran out of memory" if extra.get("oom") else "does not fit --vram-budget"))
         benchmark.pedantic(lambda: None, rounds=1)
         return
     synchronize(device)
@@ -201,10 +214,13 @@ def run_generator_cell(cell: EfficiencyCell, options: Any, device: str, benchmar
 
     def load() -> dict[str, Any]:
         # every profile loads the whole pipeline (random: full-size text encoders, denoiser and VAE)
-        loaded = load_pipeline(spec.id, prec.id, profile, device=device, store=store_for(options),
-                               model_root=options.model_root)
+        try:
+            loaded = load_for_cell(spec, prec.id, options, device, size)
+        except MemoryBudgetError as exc:
+            return {"memory_fit_refused": str(exc)}
         holder["loaded"], holder["model"], load_s = loaded, loaded.denoiser, loaded.load_seconds
-        return {"load_s": load_s}
+        fit = loaded.memory_fit
+        return {"load_s": load_s, **({"memory_fit": fit.record()} if fit is not None else {})}
 
     def step() -> Any:
         with torch.inference_mode():
@@ -212,12 +228,13 @@ def run_generator_cell(cell: EfficiencyCell, options: Any, device: str, benchmar
 
     try:  # the holder (not locals) owns the model, so it is released even when the cell fails
         extra.update(oom_guarded(load))
-        if not extra["oom"]:
+        if not extra["oom"] and "loaded" in holder:
             holder["inputs"] = denoiser_inputs(spec.id, holder["model"], rows, latent, device, prec.torch_dtype)
             extra.update(oom_guarded(lambda: measure_denoiser_step(
                 holder["model"], holder["inputs"], device, repeats=reps["repeats"], warmup=reps["warmup"],
                 compile=cell.compile)))
         if not extra["oom"] and "loaded" in holder:
+            reoffload(holder["loaded"].pipe)  # a model-offloaded denoiser called directly stays on the device
             steps = options.steps or spec.default_steps
             extra.update(oom_guarded(lambda: measure_pipeline_e2e(
                 holder["loaded"], steps, size, device, repeats=reps["e2e_repeats"], warmup=reps["e2e_warmup"],
@@ -233,7 +250,13 @@ def best_batch_fields(loaded: Any, steps: int, size: int, device: str, batch1: d
     """End to end at :data:`E2E_BATCHES` (GPU only; an OOM ends the search): s/image at the best batch, images/hour."""
     out: dict[str, Any] = {}
     best = (batch1.get("e2e_ms_per_image"), IMAGES_PER_STEP)
+    fit = loaded.memory_fit
     for batch in (E2E_BATCHES if device.startswith("cuda") else ()):
+        if fit is not None and not fit.batch_fits(batch):  # under --vram-budget: only batches the estimate fits
+            out[f"e2e_b{batch}_skipped"] = (f"estimated {fit.batch_estimate_gib(batch):.2f} GiB at batch {batch} "
+                                            f"with the cell's recipe ({fit.recipe.summary}), over the "
+                                            f"{fit.fit.limit_gib:.2f} GiB usable under --vram-budget")
+            break
         res = oom_guarded(lambda batch=batch: measure_pipeline_e2e(
             loaded, steps, size, device, repeats=1, warmup=1, images=batch))
         if res.get("oom"):
