@@ -45,7 +45,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="module")
 def effic_device(qf_options) -> str:
-    return runner.efficiency_device(qf_options.device)
+    return runner.efficiency_device(qf_options.device, qf_options.vram_budget_gib)
 
 
 @pytest.fixture(autouse=True)

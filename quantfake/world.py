@@ -49,6 +49,10 @@ class World:
         self.o = options
         self.store = Store(options.store)
         self.device = resolve_device(options.device)
+        if options.vram_budget_gib:  # capped for everything the session does on the GPU, detectors included
+            from quantfake.memory_placement import enforce_budget
+
+            enforce_budget(options.vram_budget_gib, self.device)
         self.max_pipelines = max_pipelines or (1 if self.device.startswith("cuda") else 4)
         self._pipes: OrderedDict[tuple[str, str], LoadedPipeline] = OrderedDict()
         self._refused: dict[tuple[str, str], str] = {}  # pipelines no memory fit could place (--vram-budget)

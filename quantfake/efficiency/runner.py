@@ -40,7 +40,7 @@ from quantfake.efficiency.oom import free_cached_memory
 from quantfake.errors import MemoryBudgetError
 from quantfake.generators import get_generator
 from quantfake.loading import load_pipeline, resolve_device
-from quantfake.memory_placement import load_within_budget, reoffload
+from quantfake.memory_placement import enforce_budget, load_within_budget, reoffload
 from quantfake.precisions import get_precision, reference_precision, unavailable_reason
 
 E2E_BATCHES: tuple[int, ...] = (4,)  # larger batches tried end to end on a GPU, after batch 1
@@ -105,11 +105,14 @@ def cell_params(fixture: str, options: Any) -> list[tuple[str, Any]]:
     raise ValueError(f"unknown efficiency fixture {fixture!r}; accepted: {', '.join(PARAMETRIZED_FIXTURES)}")
 
 
-def efficiency_device(requested: str | None) -> str:
-    """The resolved device; on GPU with ``QUANTFAKE_TF32=1``, fp32 matmuls may run on TF32 tensor cores."""
+def efficiency_device(requested: str | None, vram_budget_gib: float | None = None) -> str:
+    """The resolved device; on GPU with ``QUANTFAKE_TF32=1``, fp32 matmuls may run on TF32 tensor cores, and with
+    ``--vram-budget`` torch's allocator is capped there for every cell (detectors and the overhead guard too)."""
     device = resolve_device(requested)
     if device.startswith("cuda") and os.environ.get(TF32_ENV) == "1":
         torch.set_float32_matmul_precision("high")
+    if vram_budget_gib:
+        enforce_budget(vram_budget_gib, device)
     return device
 
 
@@ -287,10 +290,16 @@ def run_overhead_cell(generator: str, options: Any, device: str, benchmark: Any)
     steps = options.steps or spec.default_steps
     if profile == "tiny":  # at 4 steps a tiny image is ~30 ms, so the store's ~4 ms would read as 12 %
         steps = max(steps, TINY_OVERHEAD_MIN_STEPS)
-    loaded = load_pipeline(spec.id, precision, profile, device=device, store=store_for(options),
-                           model_root=options.model_root)
     extra: dict[str, Any] = {**common_fields(device, profile), "generator": spec.id, "precision": precision,
                              "size": size, "steps": steps, "images": reps["overhead_images"]}
+    try:
+        loaded = load_for_cell(spec, precision, options, device, size)
+    except MemoryBudgetError as exc:
+        extra["memory_fit_refused"] = str(exc)
+        run_benchmark(benchmark, lambda: None, device, 1, extra)
+        return extra
+    if loaded.memory_fit is not None:
+        extra["memory_fit"] = loaded.memory_fit.record()
     extra.update(oom_guarded(lambda: measure_generation_overhead(
         loaded, steps, size, device, pairs=reps["overhead_pairs"], warmup=1, images=reps["overhead_images"])))
     extra["overhead_tolerance"] = overhead_tolerance(device)
