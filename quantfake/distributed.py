@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from quantfake.errors import MissingWeightsError, PrecisionUnavailable, UnknownIdError
+from quantfake.errors import MemoryBudgetError, MissingWeightsError, PrecisionUnavailable, UnknownIdError
 from quantfake.options import BenchOptions, build_options
 
 #: (mode, role) pairs: role "eval" fakes are scored in cells, role "train" fakes train the tiny detectors.
@@ -72,7 +72,8 @@ class TaskOutcome:
     reused: int = 0
     seconds: float = 0.0
     key: str = ""
-    status: str = "done"  # "done" | "unavailable" (precision cannot run here) | "missing" (no weights)
+    status: str = "done"  # "done" | "unavailable" (precision cannot run here) | "missing" (no weights) |
+    # "refused" (fits no recipe under --vram-budget)
     message: str = ""
 
 
@@ -123,8 +124,9 @@ def run_jobs(o: BenchOptions, jobs: Sequence[Job], *, rank: int = 0, progress: b
         for i, (mode, role) in enumerate(job.tasks):
             try:
                 res = world.fakes(job.generator, job.precision, mode, role)
-            except (PrecisionUnavailable, MissingWeightsError) as exc:
-                status = "unavailable" if isinstance(exc, PrecisionUnavailable) else "missing"
+            except (PrecisionUnavailable, MissingWeightsError, MemoryBudgetError) as exc:
+                status = ("unavailable" if isinstance(exc, PrecisionUnavailable) else
+                          "missing" if isinstance(exc, MissingWeightsError) else "refused")
                 outcomes += [TaskOutcome(job.id, m, r, status=status, message=str(exc).splitlines()[0])
                              for m, r in job.tasks[i:]]
                 bar.update(len(job.tasks) - i)
@@ -198,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"store {options.store}")
     print("\n".join(summary_lines(outcomes, rank=state.process_index)), flush=True)
     state.wait_for_everyone()
-    return 1 if any(o.status == "missing" for o in outcomes) else 0
+    return 1 if any(o.status in ("missing", "refused") for o in outcomes) else 0
 
 
 if __name__ == "__main__":
