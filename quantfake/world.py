@@ -119,7 +119,9 @@ class World:
         while len(self._pipes) >= self.max_pipelines:
             self._pipes.popitem(last=False)
             if self.device.startswith("cuda"):
-                torch.cuda.empty_cache()
+                from quantfake.efficiency import free_cached_memory
+
+                free_cached_memory()  # collects reference cycles too (offload hooks point back at their models)
         where = dict(device=self.device, store=self.store, model_root=self.o.model_root,
                      quantize_text_encoders=self.o.quantize_text_encoders)
         if self.o.vram_budget_gib:  # the least costly recipe that fits, or MemoryBudgetError before any work
