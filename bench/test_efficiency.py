@@ -4,8 +4,9 @@ Thin pytest-benchmark cells over :mod:`quantfake.efficiency.runner`; every measu
 ``benchmark.extra_info``. Profiles: ``tiny`` times the toy pipelines on CPU (wall time, peak RSS); ``random``
 builds the full-size denoiser with random weights (GPU only); ``pretrained`` times real weights.
 Environment knobs (set by ``scripts/gpu_efficiency.sh``): ``QUANTFAKE_EFFIC_DEADLINE`` (epoch seconds after
-which remaining cells skip, so a time-boxed run still writes its JSON) and ``QUANTFAKE_TF32=1`` (fp32
-matmuls may use TF32; recorded in every cell).
+which remaining cells skip, so a time-boxed run still writes its JSON), ``QUANTFAKE_TF32=1`` (fp32
+matmuls may use TF32; recorded in every cell) and ``QUANTFAKE_E2E_BATCHES`` (batches timed end to end after batch 1,
+default 4; empty for none).
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ OVERHEAD_TOLERANCE: dict[str, float] = {"cpu": 0.25, "cuda": 0.03}
 TINY_OVERHEAD_MIN_STEPS = 20
 DEADLINE_ENV = "QUANTFAKE_EFFIC_DEADLINE"  # epoch seconds after which remaining cells skip (time-boxed runs)
 TF32_ENV = "QUANTFAKE_TF32"  # "1": fp32 matmuls may use TF32 on GPU; recorded per cell
+E2E_BATCHES_ENV = "QUANTFAKE_E2E_BATCHES"  # comma-separated batches after batch 1 ("" none): time-boxed runs
 #: the bench module's parametrized fixtures; :func:`cell_params` lists each one's (id, value) pairs
 PARAMETRIZED_FIXTURES = ("effic_cell", "overhead_generator", "det_cell")
 
@@ -249,12 +250,26 @@ def run_generator_cell(cell: EfficiencyCell, options: Any, device: str, benchmar
     return extra
 
 
+def e2e_batches() -> tuple[int, ...]:
+    """The batches timed end to end after batch 1: :data:`E2E_BATCHES`, or ``QUANTFAKE_E2E_BATCHES`` when set."""
+    value = os.environ.get(E2E_BATCHES_ENV)
+    if value is None:
+        return E2E_BATCHES
+    try:
+        batches = tuple(int(b) for b in value.split(",") if b.strip())
+    except ValueError:
+        batches = (0,)
+    if any(b < 2 for b in batches):
+        raise ValueError(f"{E2E_BATCHES_ENV}={value!r}: expected comma-separated batch sizes >= 2, or empty for none")
+    return batches
+
+
 def best_batch_fields(loaded: Any, steps: int, size: int, device: str, batch1: dict[str, Any]) -> dict[str, Any]:
-    """End to end at :data:`E2E_BATCHES` (GPU only; an OOM ends the search): s/image at the best batch, images/hour."""
+    """End to end at :func:`e2e_batches` (GPU only; an OOM ends the search): s/image at the best batch, images/hour."""
     out: dict[str, Any] = {}
     best = (batch1.get("e2e_ms_per_image"), IMAGES_PER_STEP)
     fit = loaded.memory_fit
-    for batch in (E2E_BATCHES if device.startswith("cuda") else ()):
+    for batch in (e2e_batches() if device.startswith("cuda") else ()):
         if fit is not None and not fit.batch_fits(batch):  # under --vram-budget: only batches the estimate fits
             out[f"e2e_b{batch}_skipped"] = (f"estimated {fit.batch_estimate_gib(batch):.2f} GiB at batch {batch} "
                                             f"with the cell's recipe ({fit.recipe.summary}), over the "
