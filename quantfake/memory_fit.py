@@ -3,7 +3,7 @@
 Why: a 24 GB card cannot hold Flux-dev in bf16 (31.4 GiB of weights with its T5-XXL), yet diffusers runs it with
 components offloaded to CPU, slower. Which recipe a cell needs follows from its weight bytes and its activations,
 so it is chosen up front from an estimate, recorded in the cell, and a cell no recipe fits is refused with the
-numbers instead of crashing half-way. Pure arithmetic here (no torch): :mod:`quantfake.memory_placement` reads a
+numbers instead of crashing half-way. Pure arithmetic here (no torch import): :mod:`quantfake.memory_placement` reads a
 loaded pipeline into a :class:`PipelineMemory`, applies the chosen :class:`Recipe` and caps the CUDA allocator.
 
 **The estimate** is the peak of torch's allocated memory during one pipeline call: the largest, over the call's
@@ -16,7 +16,8 @@ three phases, of the weights resident in that phase plus the phase's activations
   torchao fp8 dynamic quantization, :data:`STEP_EXTRA_OF_WEIGHTS` times the denoiser's bytes;
 * decoding: the VAE's weights, plus ``(VAE_FIXED_UNITS + images x VAE_PER_IMAGE_UNITS) x side^2 x c0 x bytes``
   (side: the image, or the VAE's tile when tiling applies; c0: the decoder's first block's channels; images: one
-  with VAE slicing, else the batch).
+  with VAE slicing, else the batch). img2img's encoding of its init images is taken to need no more: the encoder
+  is the decoder's smaller mirror (two layers a block instead of three).
 
 Which weights are resident: all of them with no offload; one component at a time with model offload (diffusers
 moves each model to the GPU when it runs and the previous one back); one module's own parameters at a time with
