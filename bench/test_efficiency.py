@@ -4,8 +4,9 @@ Thin pytest-benchmark cells over :mod:`quantfake.efficiency.runner`; every measu
 ``benchmark.extra_info``. Profiles: ``tiny`` times the toy pipelines on CPU (wall time, peak RSS); ``random``
 builds the full-size denoiser with random weights (GPU only); ``pretrained`` times real weights.
 Environment knobs (set by ``scripts/gpu_efficiency.sh``): ``QUANTFAKE_EFFIC_DEADLINE`` (epoch seconds after
-which remaining cells skip, so a time-boxed run still writes its JSON) and ``QUANTFAKE_TF32=1`` (fp32
-matmuls may use TF32; recorded in every cell).
+which remaining cells skip, so a time-boxed run still writes its JSON), ``QUANTFAKE_TF32=1`` (fp32
+matmuls may use TF32; recorded in every cell) and ``QUANTFAKE_E2E_BATCHES`` (batches timed end to end after batch 1,
+default 4; empty for none).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def _cell(fn: Callable[..., Any], *args: Any) -> Any:
     if isinstance(extra, dict) and extra.get("oom"):
         pytest.fail(f"out of memory (recorded in the benchmark JSON; other cells go on): {extra.get('oom_error')}",
                     pytrace=False)
+    if isinstance(extra, dict) and extra.get("memory_fit_refused"):
+        pytest.fail(f"{extra['memory_fit_refused']} (recorded in the benchmark JSON; other cells go on)", pytrace=False)
     return extra
 
 
@@ -43,7 +46,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="module")
 def effic_device(qf_options) -> str:
-    return runner.efficiency_device(qf_options.device)
+    return runner.efficiency_device(qf_options.device, qf_options.vram_budget_gib)
 
 
 @pytest.fixture(autouse=True)

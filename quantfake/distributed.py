@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantfake.errors import MissingWeightsError, PrecisionUnavailable, UnknownIdError
+from quantfake.errors import MemoryBudgetError, MissingWeightsError, PrecisionUnavailable, UnknownIdError
 from quantfake.options import BenchOptions, build_options
 from quantfake.packing import Unit, lpt, split_heavy
 from quantfake.store import Store
@@ -46,6 +46,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--gen-batch-size", "batch_size", "images per generation batch"),
     ("--seed", "seed", "seed offset (default 0)"),
     ("--device", "device", "cpu or cuda (default: this process's accelerator, else cpu)"),
+    ("--vram-budget", "vram_budget", "GiB of GPU memory a pipeline may use (offload / VAE / batch chosen to fit)"),
     ("--store", "store", "store folder (default $QUANTFAKE_STORE or .quantfake)"),
     ("--model-root", "model_root", "folder with diffusers model folders (pretrained profile)"),
     ("--real-dir", "real_dir", "folder of real images (img2img init images come from it)"),
@@ -79,7 +80,8 @@ class TaskOutcome:
     reused: int = 0
     seconds: float = 0.0
     key: str = ""
-    status: str = "done"  # "done" | "unavailable" (precision cannot run here) | "missing" (no weights)
+    status: str = "done"  # "done" | "unavailable" (precision cannot run here) | "missing" (no weights) |
+    # "refused" (fits no recipe under --vram-budget)
     message: str = ""
 
 
@@ -182,8 +184,9 @@ def run_jobs(o: BenchOptions, work: Iterable[tuple[Job, tuple[int, int]]], *, ra
         for i, (mode, role) in enumerate(job.tasks):
             try:
                 res = world.fakes(job.generator, job.precision, mode, role, shard=shard)
-            except (PrecisionUnavailable, MissingWeightsError) as exc:
-                status = "unavailable" if isinstance(exc, PrecisionUnavailable) else "missing"
+            except (PrecisionUnavailable, MissingWeightsError, MemoryBudgetError) as exc:
+                status = ("unavailable" if isinstance(exc, PrecisionUnavailable) else
+                          "missing" if isinstance(exc, MissingWeightsError) else "refused")
                 outcomes += [TaskOutcome(job.id, m, r, status=status, message=str(exc).splitlines()[0])
                              for m, r in job.tasks[i:]]
                 bar.update(len(job.tasks) - i)
@@ -270,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{len(jobs)} jobs on {device} in {time.perf_counter() - start:.1f} s, store {options.store}")
     print("\n".join(summary_lines(outcomes, rank=state.process_index)), flush=True)
     state.wait_for_everyone()
-    return 1 if any(o.status == "missing" for o in outcomes) else 0
+    return 1 if any(o.status in ("missing", "refused") for o in outcomes) else 0
 
 
 if __name__ == "__main__":

@@ -28,3 +28,7 @@ class PrecisionUnavailable(RuntimeError):
 
 class QuantizationNotApplied(RuntimeError):
     """A component that was asked to be quantized was left alone (or does not exist)."""
+
+
+class MemoryBudgetError(RuntimeError):
+    """No memory-fit recipe brings a cell under ``--vram-budget``; refused before any work, with what it would need."""

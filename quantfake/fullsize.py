@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,11 +126,15 @@ def build_tokenizers(configs: PipelineConfigs, folder: Path) -> dict[str, Any]:
 
 
 def build_random_pipeline(generator_id: str, device: torch.device | str = "cpu", dtype: torch.dtype = BUILD_DTYPE,
-                          *, configs: PipelineConfigs | None = None, seed: int = RANDOM_SEED) -> Any:
+                          *, configs: PipelineConfigs | None = None, seed: int = RANDOM_SEED,
+                          finish: Callable[[str, torch.nn.Module], torch.nn.Module] | None = None) -> Any:
     """The whole txt2img pipeline of ``generator_id`` at full size, random weights, built on ``device``.
 
     Weights are drawn in :data:`BUILD_DTYPE` and then cast to ``dtype``, so the values do not depend on
     the precision that will run. ``device="meta"`` builds shapes only (parameter counts, no memory).
+    ``finish(component, module)``, when given, takes each component as soon as it is built (and replaces the
+    cast to ``dtype``): a memory-fitted load casts, quantizes and parks each on the CPU before the next is built,
+    so only one component at a time occupies ``device``, with the same weights as a whole build.
     """
     import diffusers
 
@@ -139,18 +143,24 @@ def build_random_pipeline(generator_id: str, device: torch.device | str = "cpu",
     cls = getattr(diffusers, spec.txt2img_class)
     with tempfile.TemporaryDirectory() as tmp:
         parts: dict[str, Any] = build_tokenizers(configs, Path(tmp))
-    with building_on(device, BUILD_DTYPE):
-        parts[spec.denoiser] = _diffusers_model(spec.denoiser_class, configs.denoiser, seed)
-        parts["vae"] = _diffusers_model("AutoencoderKL", configs.vae, seed + 1)
-        for i, (component, (class_name, cfg)) in enumerate(configs.text_encoders.items()):
-            parts[component] = build_text_encoder(class_name, cfg, seed + 2 + i)
+    builders: list[tuple[str, Callable[[], torch.nn.Module]]] = [
+        (spec.denoiser, lambda: _diffusers_model(spec.denoiser_class, configs.denoiser, seed)),
+        ("vae", lambda: _diffusers_model("AutoencoderKL", configs.vae, seed + 1)),
+        *((component, lambda c=class_name, k=cfg, s=seed + 2 + i: build_text_encoder(c, k, s))
+          for i, (component, (class_name, cfg)) in enumerate(configs.text_encoders.items())),
+    ]
+    for component, build in builders:
+        with building_on(device, BUILD_DTYPE):
+            module = build()
+        parts[component] = finish(component, module) if finish else module
     parts["scheduler"] = getattr(diffusers, spec.scheduler_class)(**spec.scheduler_config)
     expected, optional = cls._get_signature_keys(cls)
     parts.update({k: None for k in expected if k not in parts})  # safety checker, image encoder, ...
     if "requires_safety_checker" in optional:
         parts["requires_safety_checker"] = False
     pipe = cls(**parts)
-    pipe.to(dtype=dtype)  # floating buffers too (SD3's pos_embed is made in fp32), as from_pretrained casts them
+    if finish is None:
+        pipe.to(dtype=dtype)  # floating buffers too (SD3's pos_embed is made in fp32), as from_pretrained casts them
     return pipe
 
 

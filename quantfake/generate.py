@@ -103,6 +103,9 @@ def request_key(loaded: LoadedPipeline, req: GenerationRequest) -> str:
     ident = {"model": loaded.model_key, "precision": loaded.precision.id, "device": torch.device(loaded.device).type,  # cuda:0 and cuda:1 compute alike
              "text_encoders": loaded.components, **{k: v for k, v in asdict(req).items() if k != "n_images"}}
     ident["prompts"] = list(req.prompts)
+    fit = loaded.memory_fit
+    if fit is not None and fit.recipe.vae_mode:  # sliced / tiled decoding changes pixels; offload does not
+        ident["vae_decode"] = fit.recipe.vae_mode
     return f"{loaded.generator.id}-{loaded.precision.id}-{req.mode}-{config_hash(ident)}"
 
 
@@ -148,7 +151,8 @@ def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
         bar.close()
     images = [_read_entry(folder, s) for s in seeds]
     manifest = {"key": key, "generator": loaded.generator.id, "precision": loaded.precision.id,
-                "request": asdict(req), "model": loaded.model_key, "device": loaded.device}
+                "request": asdict(req), "model": loaded.model_key, "device": loaded.device,
+                "memory_fit": loaded.memory_fit.record() if loaded.memory_fit is not None else None}
     atomic_write_json(folder / "request.json", manifest)
     return GenerationResult(key, images, made, len(seeds) - made, time.perf_counter() - start, manifest)
 

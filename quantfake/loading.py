@@ -55,6 +55,8 @@ class LoadedPipeline:
     components: list[str]
     load_seconds: float
     verification: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the memory fit (``quantfake.memory_placement.Placement``) under ``--vram-budget``; None: placed whole on device
+    memory_fit: Any = None
     _modes: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def for_mode(self, mode: str) -> Any:
@@ -72,6 +74,9 @@ class LoadedPipeline:
             parts = {k: v for k, v in self.pipe.components.items() if k in expected or k in optional}
             self._modes[mode] = cls(**parts)
             self._modes[mode].set_progress_bar_config(disable=True)
+            if getattr(self.pipe, "_all_hooks", None):  # model offload: this pipeline re-offloads after its calls too
+                self._modes[mode]._all_hooks = list(self.pipe._all_hooks)
+                self._modes[mode]._offload_device = self.pipe._offload_device
         return self._modes[mode]
 
     @property
@@ -120,8 +125,12 @@ def find_pretrained(spec: GeneratorSpec, model_root: Path | None = None) -> Path
 
 def load_pipeline(generator: str, precision: str, profile: str = "tiny", *, device: str | None = None,
                   store: Store | None = None, model_root: Path | None = None,
-                  quantize_text_encoders: bool = False) -> LoadedPipeline:
-    """Load ``generator`` at ``precision`` for ``profile``, quantize it and prove the quantization took."""
+                  quantize_text_encoders: bool = False, place: bool = True) -> LoadedPipeline:
+    """Load ``generator`` at ``precision`` for ``profile``, quantize it and prove the quantization took.
+
+    ``place=False`` leaves the components on the CPU (quantized as they would run; diffusers' quantize-at-load
+    puts its quantized ones on ``device``) for :mod:`quantfake.memory_placement` to place by a memory fit.
+    """
     gen, prec = get_generator(generator), get_precision(precision)
     check_profile(profile)
     device = resolve_device(device)
@@ -142,9 +151,9 @@ def load_pipeline(generator: str, precision: str, profile: str = "tiny", *, devi
     comps = components_to_quantize(gen, quantize_text_encoders)
     start = time.perf_counter()
     if folder is None:
-        pipe = _random_in_memory(gen, prec, comps, device)
+        pipe = _random_in_memory(gen, prec, comps, device, place)
     else:
-        pipe = _from_folder(gen, prec, folder, comps, device)
+        pipe = _from_folder(gen, prec, folder, comps, device, place)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -162,21 +171,34 @@ def _random_root_key(folder: Path) -> str | None:
     return str(marker["model_key"]) if marker else None
 
 
-def _random_in_memory(gen: GeneratorSpec, prec: PrecisionSpec, comps: list[str], device: str) -> Any:
-    """The full-size random pipeline built on ``device`` in ``prec``'s dtype, ``comps`` quantized in memory."""
+def _random_in_memory(gen: GeneratorSpec, prec: PrecisionSpec, comps: list[str], device: str,
+                      place: bool = True) -> Any:
+    """The full-size random pipeline built on ``device`` in ``prec``'s dtype, ``comps`` quantized in memory.
+
+    Not placed: each component is built, cast and quantized on ``device`` and then parked on the CPU before the
+    next one is built (same weights; the device holds one component at a time).
+    """
     import diffusers
 
     from quantfake.fullsize import build_random_pipeline
 
     quiet_libraries()
     check_components(getattr(diffusers, gen.txt2img_class), comps)
+    if not place:
+        def park(name: str, module: torch.nn.Module) -> torch.nn.Module:
+            module.to(dtype=prec.torch_dtype)
+            module = quantize_module_(module, prec, device) if name in comps else module
+            return module.to("cpu")
+
+        return build_random_pipeline(gen.id, device, prec.torch_dtype, finish=park)
     pipe = build_random_pipeline(gen.id, device, prec.torch_dtype)
     for name in comps:
         setattr(pipe, name, quantize_module_(getattr(pipe, name), prec, device))
     return pipe
 
 
-def _from_folder(gen: GeneratorSpec, prec: PrecisionSpec, folder: Path, comps: list[str], device: str) -> Any:
+def _from_folder(gen: GeneratorSpec, prec: PrecisionSpec, folder: Path, comps: list[str], device: str,
+                 place: bool = True) -> Any:
     import diffusers
 
     quiet_libraries()
@@ -184,21 +206,22 @@ def _from_folder(gen: GeneratorSpec, prec: PrecisionSpec, folder: Path, comps: l
     check_components(cls, comps)
     offline = {"local_files_only": True}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    target = device if place else "cpu"  # not placed: the memory fit places the pipeline
     if device.startswith("cuda") and prec.kind in ("bnb", "torchao"):
         # diffusers' own quantize-at-load: weights never exist unquantized on the GPU
         qcfg = pipeline_quantization_config(prec, comps)
         pipe = cls.from_pretrained(folder, quantization_config=qcfg, torch_dtype=prec.torch_dtype, **offline)
-        return pipe.to(device)
+        return pipe.to(device) if place else pipe
     if prec.kind in ("dtype", "layerwise"):
-        pipe = cls.from_pretrained(folder, torch_dtype=prec.torch_dtype, **offline).to(device)
+        pipe = cls.from_pretrained(folder, torch_dtype=prec.torch_dtype, **offline).to(target)
         if prec.kind == "layerwise":
             for name in comps:
-                quantize_module_(getattr(pipe, name), prec, device)
+                quantize_module_(getattr(pipe, name), prec, target)
         return pipe
     # CPU bitsandbytes / torchao, and PTQ anywhere: the same modules, swapped in by us
-    pipe = cls.from_pretrained(folder, torch_dtype=prec.torch_dtype, **offline).to(device)
+    pipe = cls.from_pretrained(folder, torch_dtype=prec.torch_dtype, **offline).to(target)
     for name in comps:
-        setattr(pipe, name, quantize_module_(getattr(pipe, name), prec, device))
+        setattr(pipe, name, quantize_module_(getattr(pipe, name), prec, device).to(target))
     return pipe
 
 

@@ -71,6 +71,7 @@ class BenchOptions:
     n_boot: int = 200
     seed: int = 0
     device: str | None = None
+    vram_budget_gib: float | None = None  # --vram-budget: run each cell within this many GiB (quantfake.memory_fit)
     compile: bool = False
     quantize_text_encoders: bool = False
     trust_checkpoints: bool = False
@@ -134,6 +135,7 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
         guidance=None if raw.get("guidance") in (None, "") else float(raw["guidance"]),
         strength=float(raw.get("strength") or 0.6), batch_size=num("batch_size"), n_boot=num("n_boot"),
         seed=int(raw.get("seed") or 0), device=raw.get("device") or None, compile=bool(raw.get("compile")),
+        vram_budget_gib=_vram_budget(raw.get("vram_budget")),
         quantize_text_encoders=bool(raw.get("quantize_text_encoders")),
         trust_checkpoints=bool(raw.get("trust_checkpoints")), match_format=bool(raw.get("match_format")),
         detector_weights=parse_weights_choices(raw.get("detector_weights")),
@@ -179,6 +181,12 @@ def _positive_int(value: str | None, flag: str) -> int | None:
     if number < 1:
         raise ValueError(f"{flag} {value!r}: expected an integer >= 1")
     return number
+
+
+def _vram_budget(value: str | None) -> float | None:
+    from quantfake.memory_fit import check_budget
+
+    return None if value in (None, "") else check_budget(value)
 
 
 def _prompts(value: str | None) -> tuple[str, ...] | None:

@@ -6,6 +6,7 @@ computes one cell's numbers. The pytest layer (``fixtures/``) only asks it for c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -23,7 +24,7 @@ from quantfake.detectors.representation import (
     check_representation,
     detector_token,
 )
-from quantfake.errors import MissingWeightsError
+from quantfake.errors import MemoryBudgetError, MissingWeightsError
 from quantfake.generate import GenerationRequest, GenerationResult, generate
 from quantfake.generators import GENERATORS, get_generator
 from quantfake.loading import LoadedPipeline, load_pipeline, resolve_device
@@ -48,8 +49,13 @@ class World:
         self.o = options
         self.store = Store(options.store)
         self.device = resolve_device(options.device)
+        if options.vram_budget_gib:  # capped for everything the session does on the GPU, detectors included
+            from quantfake.memory_placement import enforce_budget
+
+            enforce_budget(options.vram_budget_gib, self.device)
         self.max_pipelines = max_pipelines or (1 if self.device.startswith("cuda") else 4)
         self._pipes: OrderedDict[tuple[str, str], LoadedPipeline] = OrderedDict()
+        self._refused: dict[tuple[str, str], str] = {}  # pipelines no memory fit could place (--vram-budget)
         self._fakes: dict[tuple[str, str, str, str], GenerationResult] = {}
         self._detectors: dict[tuple[str, str, str], Any] = {}  # (detector id, representation, precision)
         self._pools: dict[str, RealSet] | None = None
@@ -113,9 +119,25 @@ class World:
         while len(self._pipes) >= self.max_pipelines:
             self._pipes.popitem(last=False)
             if self.device.startswith("cuda"):
-                torch.cuda.empty_cache()
-        lp = load_pipeline(generator, precision, self.o.profile, device=self.device, store=self.store,
-                           model_root=self.o.model_root, quantize_text_encoders=self.o.quantize_text_encoders)
+                from quantfake.efficiency import free_cached_memory
+
+                free_cached_memory()  # collects reference cycles too (offload hooks point back at their models)
+        where = dict(device=self.device, store=self.store, model_root=self.o.model_root,
+                     quantize_text_encoders=self.o.quantize_text_encoders)
+        if self.o.vram_budget_gib:  # the least costly recipe that fits, or MemoryBudgetError before any work
+            from quantfake.memory_placement import load_within_budget
+
+            if key in self._refused:  # said once per session: a refused pipeline is not built again per cell
+                raise MemoryBudgetError(self._refused[key])
+            try:
+                lp = load_within_budget(generator, precision, self.o.profile, budget_gib=self.o.vram_budget_gib,
+                                        size=self.o.size or get_generator(generator).native_size,
+                                        batch=self.o.batch_size, guidance=self.o.guidance, **where)
+            except MemoryBudgetError as exc:
+                self._refused[key] = str(exc)
+                raise
+        else:
+            lp = load_pipeline(generator, precision, self.o.profile, **where)
         self._pipes[key] = lp
         return lp
 
@@ -147,9 +169,12 @@ class World:
         whole = shard == (0, 1)
         if whole and key in self._fakes:
             return self._fakes[key]
+        loaded = self.pipeline(generator, precision)
         req = self.request(generator, mode, role)
+        if loaded.memory_fit is not None:  # the batch the memory fit allows (seeds, and so pairing, unchanged)
+            req = dataclasses.replace(req, batch_size=loaded.memory_fit.recipe.batch)
         init = self.real_pools()["init"].images if mode == "img2img" else None
-        res = generate(self.pipeline(generator, precision), req, self.store, init_images=init, shard=shard)
+        res = generate(loaded, req, self.store, init_images=init, shard=shard)
         if whole:
             self._fakes[key] = res
             if role == "eval":
@@ -296,6 +321,7 @@ class World:
             paired["reference_precision"] = ref
         fake_res = self.fakes(cell.generator, cell.precision, cell.mode)
         extra = {"detector": det.describe(), "generation_key": fake_res.key,
+                 **_memory_fits(memory_fit=fake_res),
                  "prompts_sha256": prompts_sha256(tuple(fake_res.manifest["request"]["prompts"])),
                  "sample_paths": [str(im.path.resolve()) for im in fake_res.images[:4]],
                  "tiny_training": self.trainings.get(detector_token(cell.detector, cell.representation))}
@@ -364,6 +390,7 @@ class World:
                 se[name] = float(boots.std(ddof=1))
         metrics["identical_fraction"] = float(np.mean(~np.isfinite(np.asarray(drift["psnr_db"], dtype=float))))
         extra: dict[str, Any] = {"reference_precision": ref, "generation_key": q.key,
+                                 **_memory_fits(memory_fit=q, reference_memory_fit=r),
                                  "sample_paths": [str(im.path.resolve()) for im in q.images[:4]], "per_image": {k: list(map(float, v))
                                                                            for k, v in per_image.items()}}
         extra.update(self._distribution_metrics(r, q))
@@ -383,3 +410,8 @@ class World:
         k = min(len(fq), len(freal), 1000)
         return {"fid_vs_real": fid_from_features(freal, fq), "fid_vs_reference": fid_from_features(fr, fq),
                 "kid_vs_real": kid_from_features(freal, fq, subset_size=k)[0]}
+
+
+def _memory_fits(**sets: GenerationResult) -> dict[str, Any]:
+    """The memory fits (``--vram-budget``) the image sets were generated under, by key; none without a budget."""
+    return {key: res.manifest["memory_fit"] for key, res in sets.items() if res.manifest.get("memory_fit")}

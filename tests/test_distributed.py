@@ -125,6 +125,14 @@ def test_rerun_generates_nothing_and_the_bench_reuses_the_store(capsys: pytest.C
         assert (res.generated, res.reused) == (0, 4)
 
 
+def test_a_pipeline_no_recipe_fits_is_refused_and_fails_the_run(capsys: pytest.CaptureFixture[str],
+                                                                 tmp_path: Path, tiny_models: Path) -> None:
+    _fresh_store(tmp_path, tiny_models)
+    assert main([*SLICE, "--store", str(tmp_path), "--vram-budget", "1e-6"]) == 1
+    out = capsys.readouterr().out
+    assert "refused: sd3-fp32 does not fit --vram-budget 1e-06 GiB" in out and _totals(out)[0] == 0
+
+
 def _race_worker(root: str, barrier: mp.Barrier, results: mp.Queue) -> None:
     """The spawned one of two processes generating the same request into the same store at the same moment."""
     torch.set_num_threads(1)

@@ -67,3 +67,18 @@ def test_overhead_guard_is_inconclusive_only_when_its_ci_spans_the_band() -> Non
     assert "inconclusive" in overhead_inconclusive(noisy) and "0.510..1.720" in overhead_inconclusive(noisy)
     slow = {"generator": "sd3", "overhead_ratio_ci95": [1.30, 1.40], "overhead_tolerance": 0.25}
     assert overhead_inconclusive(slow) is None  # a clear slow-down is judged (and fails the guard)
+
+
+def test_e2e_batches_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantfake.efficiency.runner import E2E_BATCHES, E2E_BATCHES_ENV, e2e_batches
+
+    monkeypatch.delenv(E2E_BATCHES_ENV, raising=False)
+    assert e2e_batches() == E2E_BATCHES
+    monkeypatch.setenv(E2E_BATCHES_ENV, "")
+    assert e2e_batches() == ()
+    monkeypatch.setenv(E2E_BATCHES_ENV, "2,8")
+    assert e2e_batches() == (2, 8)
+    for bad in ("1", "four"):
+        monkeypatch.setenv(E2E_BATCHES_ENV, bad)
+        with pytest.raises(ValueError, match=f"{E2E_BATCHES_ENV}={bad!r}: expected"):
+            e2e_batches()

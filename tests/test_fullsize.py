@@ -212,3 +212,21 @@ def test_cli_make_random_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(SystemExit) as exc:
         main(["make-random-root", "--generators", "flux,sd9", "--root", str(tmp_path)])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("precision", ["bf16", "nf4"])
+def test_unplaced_random_build_parks_the_same_weights_on_the_cpu(precision: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``place=False`` (a memory-fitted load) builds component by component and parks each on the CPU: the same
+    weights, cast and quantized as a whole build, so a fitted run's images are a plain run's images."""
+    if unavailable_reason(get_precision(precision), "cpu"):
+        pytest.skip(unavailable_reason(get_precision(precision), "cpu"))
+    monkeypatch.setattr(fullsize, "full_size_configs", _shrink)
+    whole = load_pipeline("flux", precision, "random", device="cpu")
+    parked = load_pipeline("flux", precision, "random", device="cpu", place=False)
+    assert parked.model_key == whole.model_key and parked.verification == whole.verification
+    for name in ("transformer", "text_encoder_2", "vae"):
+        expected = getattr(whole.pipe, name).state_dict()
+        for key, value in getattr(parked.pipe, name).state_dict().items():
+            assert value.device.type == "cpu" and value.dtype == expected[key].dtype
+            assert torch.equal(value, expected[key]), f"{name}.{key}"

@@ -37,8 +37,10 @@ from quantfake.efficiency.cells import (
 )
 from quantfake.efficiency.devices import device_info, synchronize
 from quantfake.efficiency.oom import free_cached_memory
+from quantfake.errors import MemoryBudgetError
 from quantfake.generators import get_generator
 from quantfake.loading import load_pipeline, resolve_device
+from quantfake.memory_placement import enforce_budget, load_within_budget, reoffload
 from quantfake.precisions import get_precision, reference_precision, unavailable_reason
 
 E2E_BATCHES: tuple[int, ...] = (4,)  # larger batches tried end to end on a GPU, after batch 1
@@ -60,6 +62,7 @@ OVERHEAD_TOLERANCE: dict[str, float] = {"cpu": 0.25, "cuda": 0.03}
 TINY_OVERHEAD_MIN_STEPS = 20
 DEADLINE_ENV = "QUANTFAKE_EFFIC_DEADLINE"  # epoch seconds after which remaining cells skip (time-boxed runs)
 TF32_ENV = "QUANTFAKE_TF32"  # "1": fp32 matmuls may use TF32 on GPU; recorded per cell
+E2E_BATCHES_ENV = "QUANTFAKE_E2E_BATCHES"  # comma-separated batches after batch 1 ("" none): time-boxed runs
 #: the bench module's parametrized fixtures; :func:`cell_params` lists each one's (id, value) pairs
 PARAMETRIZED_FIXTURES = ("effic_cell", "overhead_generator", "det_cell")
 
@@ -103,12 +106,25 @@ def cell_params(fixture: str, options: Any) -> list[tuple[str, Any]]:
     raise ValueError(f"unknown efficiency fixture {fixture!r}; accepted: {', '.join(PARAMETRIZED_FIXTURES)}")
 
 
-def efficiency_device(requested: str) -> str:
-    """The resolved device; on GPU with ``QUANTFAKE_TF32=1``, fp32 matmuls may run on TF32 tensor cores."""
+def efficiency_device(requested: str | None, vram_budget_gib: float | None = None) -> str:
+    """The resolved device; on GPU with ``QUANTFAKE_TF32=1``, fp32 matmuls may run on TF32 tensor cores, and with
+    ``--vram-budget`` torch's allocator is capped there for every cell (detectors and the overhead guard too)."""
     device = resolve_device(requested)
     if device.startswith("cuda") and os.environ.get(TF32_ENV) == "1":
         torch.set_float32_matmul_precision("high")
+    if vram_budget_gib:
+        enforce_budget(vram_budget_gib, device)
     return device
+
+
+def load_for_cell(spec: Any, precision: str, options: Any, device: str, size: int) -> Any:
+    """The whole pipeline of an efficiency cell: placed on ``device``, or under ``--vram-budget`` by the least
+    costly memory fit for one image a call (:class:`quantfake.errors.MemoryBudgetError` when none fits)."""
+    where = dict(device=device, store=store_for(options), model_root=options.model_root)
+    if not options.vram_budget_gib:
+        return load_pipeline(spec.id, precision, options.profile, **where)
+    return load_within_budget(spec.id, precision, options.profile, budget_gib=options.vram_budget_gib, size=size,
+                              batch=IMAGES_PER_STEP, guidance=options.guidance, **where)
 
 
 def deadline_skip_reason(now: float | None = None) -> str | None:
@@ -157,8 +173,9 @@ def run_benchmark(benchmark: Any, fn: Callable[[], Any], device: str, rounds: in
         fn()
         synchronize(device)
 
-    if extra.get("oom"):
-        benchmark.extra_info.update(extra, timed="nothing: the cell ran out of memory")
+    if extra.get("oom") or extra.get("memory_fit_refused"):
+        benchmark.extra_info.update(extra, timed="nothing: the cell " + (
+            "ran out of memory" if extra.get("oom") else "does not fit --vram-budget"))
         benchmark.pedantic(lambda: None, rounds=1)
         return
     synchronize(device)
@@ -201,10 +218,13 @@ def run_generator_cell(cell: EfficiencyCell, options: Any, device: str, benchmar
 
     def load() -> dict[str, Any]:
         # every profile loads the whole pipeline (random: full-size text encoders, denoiser and VAE)
-        loaded = load_pipeline(spec.id, prec.id, profile, device=device, store=store_for(options),
-                               model_root=options.model_root)
+        try:
+            loaded = load_for_cell(spec, prec.id, options, device, size)
+        except MemoryBudgetError as exc:
+            return {"memory_fit_refused": str(exc)}
         holder["loaded"], holder["model"], load_s = loaded, loaded.denoiser, loaded.load_seconds
-        return {"load_s": load_s}
+        fit = loaded.memory_fit
+        return {"load_s": load_s, **({"memory_fit": fit.record()} if fit is not None else {})}
 
     def step() -> Any:
         with torch.inference_mode():
@@ -212,12 +232,13 @@ def run_generator_cell(cell: EfficiencyCell, options: Any, device: str, benchmar
 
     try:  # the holder (not locals) owns the model, so it is released even when the cell fails
         extra.update(oom_guarded(load))
-        if not extra["oom"]:
+        if not extra["oom"] and "loaded" in holder:
             holder["inputs"] = denoiser_inputs(spec.id, holder["model"], rows, latent, device, prec.torch_dtype)
             extra.update(oom_guarded(lambda: measure_denoiser_step(
                 holder["model"], holder["inputs"], device, repeats=reps["repeats"], warmup=reps["warmup"],
                 compile=cell.compile)))
         if not extra["oom"] and "loaded" in holder:
+            reoffload(holder["loaded"].pipe)  # a model-offloaded denoiser called directly stays on the device
             steps = options.steps or spec.default_steps
             extra.update(oom_guarded(lambda: measure_pipeline_e2e(
                 holder["loaded"], steps, size, device, repeats=reps["e2e_repeats"], warmup=reps["e2e_warmup"],
@@ -229,11 +250,31 @@ def run_generator_cell(cell: EfficiencyCell, options: Any, device: str, benchmar
     return extra
 
 
+def e2e_batches() -> tuple[int, ...]:
+    """The batches timed end to end after batch 1: :data:`E2E_BATCHES`, or ``QUANTFAKE_E2E_BATCHES`` when set."""
+    value = os.environ.get(E2E_BATCHES_ENV)
+    if value is None:
+        return E2E_BATCHES
+    try:
+        batches = tuple(int(b) for b in value.split(",") if b.strip())
+    except ValueError:
+        batches = (0,)
+    if any(b < 2 for b in batches):
+        raise ValueError(f"{E2E_BATCHES_ENV}={value!r}: expected comma-separated batch sizes >= 2, or empty for none")
+    return batches
+
+
 def best_batch_fields(loaded: Any, steps: int, size: int, device: str, batch1: dict[str, Any]) -> dict[str, Any]:
-    """End to end at :data:`E2E_BATCHES` (GPU only; an OOM ends the search): s/image at the best batch, images/hour."""
+    """End to end at :func:`e2e_batches` (GPU only; an OOM ends the search): s/image at the best batch, images/hour."""
     out: dict[str, Any] = {}
     best = (batch1.get("e2e_ms_per_image"), IMAGES_PER_STEP)
-    for batch in (E2E_BATCHES if device.startswith("cuda") else ()):
+    fit = loaded.memory_fit
+    for batch in (e2e_batches() if device.startswith("cuda") else ()):
+        if fit is not None and not fit.batch_fits(batch):  # under --vram-budget: only batches the estimate fits
+            out[f"e2e_b{batch}_skipped"] = (f"estimated {fit.batch_estimate_gib(batch):.2f} GiB at batch {batch} "
+                                            f"with the cell's recipe ({fit.recipe.summary}), over the "
+                                            f"{fit.fit.limit_gib:.2f} GiB usable under --vram-budget")
+            break
         res = oom_guarded(lambda batch=batch: measure_pipeline_e2e(
             loaded, steps, size, device, repeats=1, warmup=1, images=batch))
         if res.get("oom"):
@@ -264,10 +305,16 @@ def run_overhead_cell(generator: str, options: Any, device: str, benchmark: Any)
     steps = options.steps or spec.default_steps
     if profile == "tiny":  # at 4 steps a tiny image is ~30 ms, so the store's ~4 ms would read as 12 %
         steps = max(steps, TINY_OVERHEAD_MIN_STEPS)
-    loaded = load_pipeline(spec.id, precision, profile, device=device, store=store_for(options),
-                           model_root=options.model_root)
     extra: dict[str, Any] = {**common_fields(device, profile), "generator": spec.id, "precision": precision,
                              "size": size, "steps": steps, "images": reps["overhead_images"]}
+    try:
+        loaded = load_for_cell(spec, precision, options, device, size)
+    except MemoryBudgetError as exc:
+        extra["memory_fit_refused"] = str(exc)
+        run_benchmark(benchmark, lambda: None, device, 1, extra)
+        return extra
+    if loaded.memory_fit is not None:
+        extra["memory_fit"] = loaded.memory_fit.record()
     extra.update(oom_guarded(lambda: measure_generation_overhead(
         loaded, steps, size, device, pairs=reps["overhead_pairs"], warmup=1, images=reps["overhead_images"])))
     extra["overhead_tolerance"] = overhead_tolerance(device)

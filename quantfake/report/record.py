@@ -89,10 +89,19 @@ def cells_frame(record: Mapping[str, Any]) -> pd.DataFrame:
         row["paired_delta_auc_ci95"] = (
             (_number(ci[0]), _number(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
         )
+        row["memory_fit"] = memory_fit_label((cell.get("extra") or {}).get("memory_fit"))
         row["has_paired"] = bool(paired)
         row["has_scores"] = bool((cell.get("scores") or {}).get("fake"))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def memory_fit_label(fit: Mapping[str, Any] | None) -> str | None:
+    """``"model offload, batch 1 (est. 22.7 of 24 GiB)"`` for a cell run under ``--vram-budget``; else None."""
+    if not fit:
+        return None
+    label = f"{fit.get('summary')} (est. {fit.get('estimate_gib', float('nan')):.1f} of {fit.get('budget_gib'):g} GiB)"
+    return label + (" [offload n/a on CPU]" if fit.get("offload_note") else "")
 
 
 def load_benchmark_json(path: str | Path) -> dict[str, Any]:
@@ -130,5 +139,7 @@ def benchmark_frame(payload: Mapping[str, Any]) -> pd.DataFrame:
             "memory_kind": memory_kind,
             "weights_bytes": _number(extra.get("weights_bytes")),
             "tflops_per_s": _number(extra.get("tflops_per_s")),
+            "memory_fit": "refused: does not fit --vram-budget" if extra.get("memory_fit_refused")
+            else memory_fit_label(extra.get("memory_fit")),
         })
     return pd.DataFrame(rows)

@@ -112,6 +112,7 @@ def detection_table(cells: pd.DataFrame) -> pd.DataFrame:
             if metric in cell:
                 row[metric] = fmt_ci(cell[metric], cell.get(f"{metric}_ci95"))
         row["n real/fake"] = f"{fmt(cell['n_real'], 0)}/{fmt(cell['n_fake'], 0)}"
+        _memory_fit_column(row, cell)
         row["status"] = cell["status"]
         rows.append(row)
     return pd.DataFrame(rows).fillna(MISSING)
@@ -152,6 +153,7 @@ def fidelity_table(cells: pd.DataFrame) -> pd.DataFrame:
         row = {k: cell[k] for k in keys}
         for metric in metrics:
             row[metric] = fmt_ci(cell[metric], cell.get(f"{metric}_ci95"))
+        _memory_fit_column(row, cell)
         row["status"] = cell["status"]
         rows.append(row)
     return pd.DataFrame(rows).fillna(MISSING)
@@ -172,7 +174,15 @@ def efficiency_table(bench: pd.DataFrame) -> pd.DataFrame:
             "weights MiB": fmt(b["weights_bytes"] / 2**20, 1),
             "TFLOP/s": fmt(b["tflops_per_s"], 2),
         })
-    return pd.DataFrame(rows)
+        _memory_fit_column(rows[-1], b)
+    return pd.DataFrame(rows).fillna(MISSING)
+
+
+def _memory_fit_column(row: dict[str, Any], source: Any) -> None:
+    """A "memory fit" column where the run had ``--vram-budget`` (the recipe each cell ran with)."""
+    label = source.get("memory_fit") if hasattr(source, "get") else None
+    if isinstance(label, str):
+        row["memory fit"] = label
 
 
 def environment_table(record: Mapping[str, Any]) -> pd.DataFrame:

@@ -1,6 +1,8 @@
 """Test plugin: cells of precision ``$QF_TEST_OOM_PRECISION`` run out of memory (torch's own error).
 
-The fidelity cell raises before computing; the efficiency cell's denoiser step raises inside the runner's OOM guard.
+Where (``$QF_TEST_OOM_AT``): ``cell`` (default) raises in the fidelity cell before it computes; ``generation`` raises
+inside the generation of that precision's images (what a detection or fidelity cell does first). The efficiency
+cell's denoiser step raises inside the runner's OOM guard with ``QF_TEST_OOM_STEP=1``.
 """
 
 from __future__ import annotations
@@ -15,21 +17,29 @@ def _oom(what: str) -> torch.OutOfMemoryError:
 
 
 def pytest_configure(config) -> None:
+    from quantfake import world
     from quantfake.efficiency import runner
-    from quantfake.world import World
 
-    target = os.environ["QF_TEST_OOM_PRECISION"]
-    fidelity_cell, step = World.fidelity_cell, runner.measure_denoiser_step
+    target, where = os.environ["QF_TEST_OOM_PRECISION"], os.environ.get("QF_TEST_OOM_AT", "cell")
+    fidelity_cell, generate, step = world.World.fidelity_cell, world.generate, runner.measure_denoiser_step
 
     def fidelity_with_oom(self, cell):
         if cell.precision == target:
             raise _oom(cell.id)
         return fidelity_cell(self, cell)
 
+    def generate_with_oom(loaded, req, store, **kw):
+        if loaded.precision.id == target:
+            raise _oom(f"generating {loaded.generator.id}-{loaded.precision.id} {req.mode}")
+        return generate(loaded, req, store, **kw)
+
     def step_with_oom(model, inputs, device, **kw):
         if getattr(model, "dtype", None) is not None and os.environ.get("QF_TEST_OOM_STEP") == "1":
             raise _oom("a denoiser step")
         return step(model, inputs, device, **kw)
 
-    World.fidelity_cell = fidelity_with_oom
+    if where == "generation":
+        world.generate = generate_with_oom
+    else:
+        world.World.fidelity_cell = fidelity_with_oom
     runner.measure_denoiser_step = step_with_oom
