@@ -4,7 +4,8 @@ Images are identified by the SHA-256 of their PNG bytes.  Pass ``image_sha256`` 
 have the files (hash of the file bytes); otherwise each image is PNG-encoded by PIL with
 fixed settings and that is hashed (deterministic for identical pixels).  Do not mix the two
 conventions within one cache.  The cache key is (image, detector id [+ input representation
-when not RGB], effective precision, checkpoint SHA-256, preprocessing-policy SHA-256): anything that changes a score changes it.
+when not RGB], effective precision (with the calibration set's hash for a calibrated quantized detector), checkpoint
+SHA-256, preprocessing-policy SHA-256): anything that changes a score changes it.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ class ScoreCache:
 
 
 def effective_precision(detector: LoadedDetector, autocast: bool) -> str:
-    """The precision name the cache and results record (autocast is part of it)."""
-    return f"{detector.precision}+autocast_fp16" if autocast else detector.precision
+    """The precision name the cache and results record (autocast and the calibration set are part of it)."""
+    name = f"{detector.precision}+autocast_fp16" if autocast else detector.precision
+    return f"{name}+calib:{detector.calibration_sha256[:16]}" if detector.calibration_sha256 else name
 
 
 def score_images(
