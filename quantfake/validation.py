@@ -65,6 +65,7 @@ NUMERIC_RULES: tuple[NumericRule, ...] = (
     NumericRule("n_images", "--n-images", int, 1, why="every cell scores or compares fakes"),
     NumericRule("n_real", "--n-real", int, 1, why="detection metrics need evaluated reals"),
     NumericRule("n_calibration", "--n-calibration", int, 1, why="the calibrated threshold is set on held-out reals"),
+    NumericRule("n_train", "n_train", int, 0, why="tiny training images per generator and mode (no flag)"),
     NumericRule("steps", "--steps", int, 1, why="denoising steps; leave it out for the generator's default"),
     NumericRule("img2img_steps", "--img2img-steps", int, 1, why="img2img denoising steps"),
     NumericRule("size", "--size", int, 1, why="image side in pixels; leave it out for the default"),

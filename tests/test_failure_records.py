@@ -52,6 +52,16 @@ def test_the_gate_says_when_it_checked_tolerances_only() -> None:
     assert check_cell(with_ci, baseline, config).details["gate"] == "statistical"
 
 
+
+def test_n_boot_zero_means_no_bootstrap_not_the_default() -> None:
+    from quantfake.stats import paired_shift
+
+    rng = np.random.default_rng(0)
+    real, ref = rng.normal(0, 1, 20), rng.normal(2, 1, 20)
+    shift = paired_shift(real, ref, ref + 0.1, threshold=1.0, n_boot=0)
+    assert shift["delta_auc_ci95"] is None and np.isfinite(shift["delta_auc_p_delong"])
+
+
 def test_the_cli_shows_an_unsafe_checkpoint_as_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     class Payload:
         def __reduce__(self):
