@@ -22,8 +22,10 @@ CELL = CellSpec("detection", "fluxs", "fp32", "txt2img", "npr")
 
 def test_runs_started_in_the_same_second_sort_in_the_order_they_started(tmp_path: Path) -> None:
     now = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
-    ids = [new_run_id(now, history_dir=tmp_path) for _ in range(30)]
-    assert sorted(ids) == ids and len(set(ids)) == 30
+    in_process = [new_run_id(now) for _ in range(30)]
+    assert sorted(in_process) == in_process and len(set(in_process)) == 30
+    ids = [new_run_id(now, history_dir=tmp_path) for _ in range(30)]  # the counter of one history, across processes
+    assert sorted(ids) == ids and ids[0].split("-")[1] == "000001"
     for run_id in ids[:2]:
         RunRecorder(tmp_path, "tiny", run_id=run_id).finalize(environment={})
     old = RunRecorder(tmp_path, "tiny", run_id="20261124T120000Z-0123abcd").finalize(environment={})
