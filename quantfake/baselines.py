@@ -77,6 +77,8 @@ DEFAULT_TOLERANCES: dict[str, float] = {
     "bacc_calibrated": 0.05,
     "acc_fixed": 0.05,
 }
+#: Said wherever a gate ran without standard errors (no bootstrap: ``--n-boot 0``, or a baseline recorded without)
+TOLERANCE_ONLY_NOTE = "tolerance-only gate (no standard error: --n-boot 0 or a baseline without CIs)"
 DEFAULT_UPDATE_COMMAND = "pytest bench --update-baselines -k '{cell_id}'"
 _CONFIG_KEYS = {"alpha", "gated_metrics", "tolerances", "default_tolerance", "update_command", "baselines_dir"}
 
@@ -202,7 +204,7 @@ def check_metric(
     drop = sign * (float(baseline) - float(new))
     se_b, ok_b = _finite_or_zero(se_baseline)
     se_n, ok_n = _finite_or_zero(se_new)
-    note = "" if (ok_b and ok_n) else "standard error missing, treated as 0 (tolerance-only gate)"
+    note = "" if (ok_b and ok_n) else f"standard error missing, treated as 0 ({TOLERANCE_ONLY_NOTE})"
     se = math.hypot(se_b, se_n)
     if se > 0:
         z = drop / se
@@ -280,7 +282,9 @@ def check_cell(
     regressions = [c for c in checks if c.regression]
     ci95 = cell.get("ci95", {})
     lines = [c.describe(ci95.get(c.metric)) for c in regressions] + problems
-    details = {"checks": {c.metric: c.__dict__ for c in checks}, "problems": problems, "not_applicable": not_applicable}
+    tolerance_only = [c.metric for c in checks if c.note]
+    details = {"checks": {c.metric: c.__dict__ for c in checks}, "problems": problems, "not_applicable": not_applicable,
+               "gate": "tolerance-only" if tolerance_only else "statistical", "tolerance_only": tolerance_only}
     if lines:
         header = f"cell {cell_id!r} regressed (alpha={config.alpha}):"
         return Verdict(False, "\n  ".join([header, *lines]), details)
@@ -292,6 +296,8 @@ def check_cell(
     msg = f"cell {cell_id!r} within tolerance"
     if improved:
         msg += f"; significantly improved: {', '.join(improved)} (consider updating the baseline)"
+    if tolerance_only:
+        msg += f"; {TOLERANCE_ONLY_NOTE} for {', '.join(tolerance_only)}"
     return Verdict(True, msg, details)
 
 

@@ -182,6 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    from quantfake.errors import UserError
+
+    try:
+        return _dispatch(cmd, rest, commands[cmd][1])
+    except UserError as exc:  # expected: one message naming the thing and the fix, no traceback
+        print(f"quantfake {cmd}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(cmd: str, rest: list[str], handler) -> int:
     if cmd == "report":
         from quantfake.report import main as report_main
 
@@ -194,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         from quantfake.distributed import main as generate_main
 
         return int(generate_main(rest) or 0)
-    return commands[cmd][1](rest)
+    return handler(rest)
 
 
 if __name__ == "__main__":

@@ -357,3 +357,8 @@ def quantize_detector(module: nn.Module, precision: str, calib_batches: list[Ten
     report["compression"] = report["bytes_after"] / max(report["bytes_before"], 1)
     report["classes_after"] = module_classes(qmodel)
     return qmodel, report
+
+
+def uses_calibration(precision: str, lsq_steps: int = 0) -> bool:
+    """Whether :func:`quantize_detector` at ``precision`` reads its calibration batches (they then key its scores)."""
+    return get_detector_precision(precision).kind == "int8" or bool(lsq_steps)

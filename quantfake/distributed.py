@@ -53,6 +53,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
 )
 FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--quantize-text-encoders", "quantize_text_encoders", "quantize the text encoders too, not only the denoiser"),
+    ("--no-repair", "no_repair", "stop on a corrupt store entry (naming it) instead of quarantining and regenerating it"),
 )
 
 
@@ -194,6 +195,8 @@ def run_jobs(o: BenchOptions, work: Iterable[tuple[Job, tuple[int, int]]], *, ra
             outcomes.append(TaskOutcome(job.id, mode, role, res.generated, res.reused, res.seconds, res.key))
             bar.update(1)
     bar.close()
+    for notice in world.take_notices():  # corrupt store entries regenerated, real images excluded
+        print(f"[rank {rank}] notice: {notice['message']}", flush=True)
     return outcomes
 
 

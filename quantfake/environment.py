@@ -27,6 +27,16 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+#: Libraries whose version can change a generated pixel at any precision (a precision adds its quantization backend).
+GENERATION_PACKAGES: tuple[str, ...] = ("torch", "diffusers", "transformers")
+
+
+def generation_versions(backend_packages: tuple[str, ...] = ()) -> dict[str, str | None]:
+    """Versions that go into a generation key: upgrading any of them regenerates instead of reusing old pixels."""
+    versions = package_versions()
+    return {name: versions.get(name) for name in (*GENERATION_PACKAGES, *backend_packages)}
+
+
 @functools.lru_cache(maxsize=1)
 def git_revision(cwd: str | None = None) -> str | None:
     """The current commit (with ``+dirty`` when the tree has changes), or None outside a checkout."""

@@ -1,11 +1,20 @@
-"""Exceptions shared across quantfake, each carrying what a user needs to fix the problem."""
+"""Exceptions shared across quantfake, each carrying what a user needs to fix the problem.
+
+:class:`UserError` marks the *expected* failures (a bad option, missing weights, an unsafe checkpoint, a
+precision this machine cannot run, a corrupt store entry, too few real images): the command line and the bench
+show them as one short message naming the thing and the fix, never as a traceback.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 
-class UnknownIdError(ValueError):
+class UserError(Exception):
+    """An expected failure whose message names the bad thing and the fix (shown without a traceback)."""
+
+
+class UnknownIdError(UserError, ValueError):
     """An id that no registry holds; the message lists the accepted ids."""
 
     def __init__(self, kind: str, value: object, valid: Iterable[str]) -> None:
@@ -13,7 +22,11 @@ class UnknownIdError(ValueError):
         super().__init__(f"unknown {kind} id {value!r}; valid {kind} ids: {', '.join(self.valid)}")
 
 
-class MissingWeightsError(FileNotFoundError):
+class OptionError(UserError, ValueError):
+    """An option value outside its accepted range (or not a number); the message names both."""
+
+
+class MissingWeightsError(UserError, FileNotFoundError):
     """Weights that are not on this machine; names every place that was searched."""
 
     def __init__(self, what: str, searched: Iterable[object], hint: str = "") -> None:
@@ -22,7 +35,7 @@ class MissingWeightsError(FileNotFoundError):
         super().__init__(f"missing weights for {what}; searched:\n  {lines}" + (f"\n{hint}" if hint else ""))
 
 
-class PrecisionUnavailable(RuntimeError):
+class PrecisionUnavailable(UserError, RuntimeError):
     """A precision this machine cannot run (no CUDA, compute capability too low, package absent)."""
 
 
@@ -30,5 +43,13 @@ class QuantizationNotApplied(RuntimeError):
     """A component that was asked to be quantized was left alone (or does not exist)."""
 
 
-class MemoryBudgetError(RuntimeError):
+class MemoryBudgetError(UserError, RuntimeError):
     """No memory-fit recipe brings a cell under ``--vram-budget``; refused before any work, with what it would need."""
+
+
+class CorruptStoreError(UserError, RuntimeError):
+    """Store entries whose bytes are truncated or differ from their manifest, met with ``--no-repair``."""
+
+
+class InsufficientRealImages(UserError, ValueError):
+    """Fewer usable real images than a run needs (below the floor of what was asked)."""

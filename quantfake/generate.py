@@ -23,8 +23,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from quantfake.environment import package_versions
+from quantfake.environment import generation_versions, package_versions
+from quantfake.integrity import StoreRepair, check_entries, read_verified_image
 from quantfake.loading import LoadedPipeline
+from quantfake.precisions import required_packages
 from quantfake.store import Store, atomic_write_bytes, atomic_write_json, config_hash, png_bytes, sha256_bytes
 
 PROMPTS: tuple[str, ...] = (
@@ -79,7 +81,8 @@ class GeneratedImage:
     prompt: str
 
     def open(self) -> Image.Image:
-        return Image.open(self.path).convert("RGB")
+        """RGB pixels decoded from bytes that hash to ``sha256`` (what the score cache is keyed by)."""
+        return read_verified_image(self.path, self.sha256)
 
     @property
     def latent_path(self) -> Path:
@@ -96,6 +99,7 @@ class GenerationResult:
     reused: int
     seconds: float
     manifest: dict[str, Any] = field(default_factory=dict)
+    repairs: list[StoreRepair] = field(default_factory=list)  # corrupt entries found, quarantined and regenerated
 
 
 def request_key(loaded: LoadedPipeline, req: GenerationRequest) -> str:
@@ -106,6 +110,7 @@ def request_key(loaded: LoadedPipeline, req: GenerationRequest) -> str:
     fit = loaded.memory_fit
     if fit is not None and fit.recipe.vae_mode:  # sliced / tiled decoding changes pixels; offload does not
         ident["vae_decode"] = fit.recipe.vae_mode
+    ident["versions"] = generation_versions(required_packages(loaded.precision))
     return f"{loaded.generator.id}-{loaded.precision.id}-{req.mode}-{config_hash(ident)}"
 
 
@@ -118,11 +123,13 @@ def _chunks(seeds: list[int], batch: int, offset: int) -> dict[int, list[int]]:
 
 def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
              init_images: list[Image.Image] | None = None, progress: bool = True,
-             shard: tuple[int, int] = (0, 1)) -> GenerationResult:
+             shard: tuple[int, int] = (0, 1), repair: bool = True) -> GenerationResult:
     """Make (or reuse) the images of ``req`` with ``loaded``; return them in seed order.
 
     ``shard=(k, n)`` makes and returns only the chunks ``c`` with ``c % n == k``: ``quantfake generate`` spreads
     one heavy set over ``n`` GPUs that way. Chunks keep their composition, so the pixels are those of a whole run.
+    Stored entries are verified first (:mod:`quantfake.integrity`): corrupt ones are quarantined and regenerated
+    (listed in ``repairs``), or with ``repair=False`` raise :class:`~quantfake.errors.CorruptStoreError`.
     """
     if req.mode == "img2img" and not init_images:
         raise ValueError("img2img needs init images (the real set provides them)")
@@ -135,6 +142,7 @@ def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
     seeds = sorted(s for chunk_seeds in chunks.values() for s in chunk_seeds)
     made, start = 0, time.perf_counter()
     with store.lock(key if count == 1 else f"{key}.shard{index}of{count}"):
+        repairs = check_entries(folder, seeds, store.quarantine_dir, repair=repair)
         todo = {c: s for c, s in chunks.items() if any(not (folder / f"{x}.png").exists() for x in s)}
         bar = tqdm(total=sum(len(s) for s in todo.values()), desc=f"generate {key[:40]}", unit="img",
                    disable=not progress or not todo, leave=False)
@@ -154,7 +162,7 @@ def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
                 "request": asdict(req), "model": loaded.model_key, "device": loaded.device,
                 "memory_fit": loaded.memory_fit.record() if loaded.memory_fit is not None else None}
     atomic_write_json(folder / "request.json", manifest)
-    return GenerationResult(key, images, made, len(seeds) - made, time.perf_counter() - start, manifest)
+    return GenerationResult(key, images, made, len(seeds) - made, time.perf_counter() - start, manifest, repairs)
 
 
 def _run_chunk(loaded: LoadedPipeline, req: GenerationRequest, chunk_seeds: list[int], wanted: list[int],
@@ -210,7 +218,7 @@ def _write_chunk(folder: Path, loaded: LoadedPipeline, req: GenerationRequest, c
             "size": req.size, "strength": req.strength if req.mode == "img2img" else None,
             "init_sha256": (req.init_hashes[seed % len(req.init_hashes)] if req.init_hashes else None),
             "model": loaded.model_key, "device": device, "seconds": per_image, "batch": chunk_seeds,
-            "sha256": sha256_bytes(data), "versions": versions,
+            "sha256": sha256_bytes(data), "latent_sha256": sha256_bytes(np_buf), "versions": versions,
         })
         atomic_write_bytes(path, data)  # the PNG last: its presence means the entry is complete
         written += 1

@@ -20,6 +20,7 @@ from quantfake.loading import PROFILES
 from quantfake.perturbations import PERTURBATIONS
 from quantfake.precisions import DEFAULT_PRECISIONS, PRECISIONS
 from quantfake.results import DEFAULT_HISTORY_DIR
+from quantfake.validation import parse_number, validate_options
 
 #: Per-profile defaults: the tiny world is sized to run the whole grid on 2 CPU cores in CI.
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -76,6 +77,7 @@ class BenchOptions:
     quantize_text_encoders: bool = False
     trust_checkpoints: bool = False
     detector_weights: dict[str, str] = field(default_factory=dict)  # detector id -> weights choice (pretrained)
+    repair: bool = True  # regenerate store entries that fail verification (--no-repair: the cell errors instead)
     match_format: bool = False
     store: Path = Path(".quantfake")
     model_root: Path | None = None
@@ -99,7 +101,11 @@ class BenchOptions:
 
 
 def build_options(raw: dict[str, Any]) -> BenchOptions:
-    """Validate raw string options (as the command line gives them) into :class:`BenchOptions`."""
+    """Validate raw string options (as the command line gives them) into :class:`BenchOptions`.
+
+    Ids are checked against the registries, numbers against :mod:`quantfake.validation`'s ranges; the first bad
+    value raises (:class:`UnknownIdError` / :class:`~quantfake.errors.OptionError`) before any work starts.
+    """
     from quantfake.presets import apply_preset
 
     raw, preset = apply_preset(raw)
@@ -110,15 +116,15 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
     grid = get_grid(resolve_grid(raw.get("grid"), raw, bool(raw.get("keyword_selected"))))
     axis = _axis_defaults(grid)
 
-    def num(key: str, cast: type = int) -> Any:
-        v = raw.get(key)
-        return d.get(key) if v in (None, "") else cast(v)
+    def num(key: str) -> Any:
+        v = parse_number(raw.get(key), key)
+        return d.get(key) if v is None else v
 
     def path(key: str, default: Path | None = None) -> Path | None:
         v = raw.get(key)
         return Path(v) if v else default
 
-    return BenchOptions(
+    options = BenchOptions(
         profile=profile,
         grid=grid.id,
         generators=parse_ids(raw.get("generators"), "generator", GENERATORS, axis["generators"]),
@@ -132,23 +138,30 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
                                   axis["representations"]),
         n_images=num("n_images"), n_real=num("n_real"), n_calibration=num("n_calibration"),
         n_train=num("n_train"), steps=num("steps"), size=num("size"),
-        guidance=None if raw.get("guidance") in (None, "") else float(raw["guidance"]),
-        strength=float(raw.get("strength") or 0.6), batch_size=num("batch_size"), n_boot=num("n_boot"),
-        seed=int(raw.get("seed") or 0), device=raw.get("device") or None, compile=bool(raw.get("compile")),
-        vram_budget_gib=_vram_budget(raw.get("vram_budget")),
+        guidance=parse_number(raw.get("guidance"), "guidance"),
+        strength=_given(parse_number(raw.get("strength"), "strength"), 0.6), batch_size=num("batch_size"),
+        n_boot=num("n_boot"), seed=_given(parse_number(raw.get("seed"), "seed"), 0), device=raw.get("device") or None,
+        compile=bool(raw.get("compile")), vram_budget_gib=_vram_budget(raw.get("vram_budget")),
         quantize_text_encoders=bool(raw.get("quantize_text_encoders")),
-        trust_checkpoints=bool(raw.get("trust_checkpoints")), match_format=bool(raw.get("match_format")),
-        detector_weights=parse_weights_choices(raw.get("detector_weights")),
+        trust_checkpoints=bool(raw.get("trust_checkpoints")), repair=not raw.get("no_repair"),
+        match_format=bool(raw.get("match_format")), detector_weights=parse_weights_choices(raw.get("detector_weights")),
         store=path("store", None) or _default_store(),
         model_root=path("model_root"), weights_dir=path("weights_dir"), real_dir=path("real_dir"),
         inception_weights=path("inception_weights"),
         prompts=_prompts(raw.get("prompts")) or (preset.prompts if preset else None),
         img2img_prompts=preset.img2img_prompts if preset and not raw.get("prompts") else None,
-        img2img_steps=_positive_int(raw.get("img2img_steps"), "--img2img-steps"),
+        img2img_steps=parse_number(raw.get("img2img_steps"), "img2img_steps"),
         first_seed=preset.first_seed if preset else 0, preset=preset.id if preset else None,
         history=path("history", Path(DEFAULT_HISTORY_DIR)), baselines_dir=path("baselines_dir", Path("baselines")),
         update_baselines=bool(raw.get("update_baselines")), report=not raw.get("no_report"),
     )
+    validate_options(options)
+    return options
+
+
+def _given(value: Any, default: Any) -> Any:
+    """``value`` unless the option was not given (``None``); 0 is a value, never "the default"."""
+    return default if value is None else value
 
 
 #: Axis defaults of a ``full`` grid with no ids given (the registry's core set).
@@ -169,18 +182,6 @@ def _axis_defaults(grid: GridSpec) -> dict[str, tuple[str, ...]]:
     """Per-axis defaults: the grid's own ids, else every id (covering grids) or the core set (full grids)."""
     base = ALL_IDS if grid.covering else FULL_DEFAULTS
     return {a: getattr(grid, a) or base[a] for a in base}
-
-
-def _positive_int(value: str | None, flag: str) -> int | None:
-    if value in (None, ""):
-        return None
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise ValueError(f"{flag} {value!r}: expected an integer >= 1")
-    return number
 
 
 def _vram_budget(value: str | None) -> float | None:

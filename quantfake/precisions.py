@@ -122,7 +122,7 @@ def unavailable_reason(spec: PrecisionSpec, device: torch.device | str) -> str |
         if cc < spec.min_compute_capability:
             need = ".".join(map(str, spec.min_compute_capability))
             return f"{spec.id} needs compute capability >= {need}; this GPU has {cc[0]}.{cc[1]}"
-    for module in _required_modules(spec):
+    for module in required_packages(spec):
         try:
             __import__(module)
         except ImportError:
@@ -142,7 +142,8 @@ CPU_INT8_ACTIVATION_CONFIGS: tuple[str, ...] = ("Int8DynamicActivationInt8Weight
 CPU_INT8_ACTIVATION_CAPABILITIES: tuple[str, ...] = ("AVX512",)
 
 
-def _required_modules(spec: PrecisionSpec) -> tuple[str, ...]:
+def required_packages(spec: PrecisionSpec) -> tuple[str, ...]:
+    """The quantization backend ``spec`` runs on (its version is part of every generation key)."""
     return {"bnb": ("bitsandbytes",), "torchao": ("torchao",)}.get(spec.kind, ())
 
 

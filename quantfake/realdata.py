@@ -32,7 +32,8 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -40,6 +41,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from quantfake.image_io import GRAY_MODES, to_rgb
 
 __all__ = [
     "PhotoSource",
@@ -58,7 +61,11 @@ LOG = logging.getLogger(__name__)
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 RESIZE_POLICIES: tuple[str, ...] = ("center_crop", "resize", "none")
 CROP_SCALES: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0)
-_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F", "P;L"})
+#: Real images whose shorter side is below this are rejected: a tiny source says nothing about real photographs.
+MIN_REAL_SIDE = 32
+#: ... and so are those that would be upsampled more than this to reach ``--size`` (the detector would see
+#: interpolation, not the photograph).
+MAX_REAL_UPSAMPLE = 2.0
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,37 @@ class RealSet:
         evaluation = [i for i, h in enumerate(self.ids) if h not in calibration_ids]
         return self.subset(calibration, "calibration"), self.subset(evaluation, "evaluation")
 
+    def partition(self, sizes: Mapping[str, int], seed: int = 0) -> dict[str, RealSet]:
+        """Disjoint pools of (at most) the asked sizes, filled in the order given; an image identity (same id,
+        i.e. the same pixels) never lands in two pools.
+
+        Identities are taken in a seeded random order; each pool takes whole groups of identical images that
+        still fit, leaving the others to the pools after it. With all images distinct this is the first
+        ``sizes[0]`` of a permutation, then the next ``sizes[1]``, and so on. When the set is too small the
+        later pools come out short (the caller reports it).
+        """
+        groups: dict[str, list[int]] = {}
+        for index, image_id in enumerate(self.ids):
+            groups.setdefault(image_id, []).append(index)
+        members = list(groups.values())
+        queue = [members[int(i)] for i in np.random.default_rng(seed).permutation(len(members))]
+        pools: dict[str, RealSet] = {}
+        for name, n in sizes.items():
+            taken: list[int] = []
+            rest: list[list[int]] = []
+            for group in queue:
+                if len(taken) + len(group) <= n:
+                    taken += group
+                else:
+                    rest.append(group)
+            queue = rest
+            pools[name] = self.subset(taken, name=name)
+        return pools
+
+    def duplicates(self) -> int:
+        """How many images repeat an earlier one's pixels."""
+        return len(self.ids) - len(set(self.ids))
+
     def write_manifest(self, path: str | Path) -> Path:
         """Write rows and exclusions as JSON (the provenance of every real image)."""
         path = Path(path)
@@ -186,14 +224,15 @@ class RealSet:
 
 
 def _load_rgb(path: Path) -> tuple[Image.Image, dict[str, Any]]:
-    """Fully decode ``path`` to RGB and describe what it was (format, mode, JPEG, grayscale)."""
+    """Fully decode ``path`` to 8-bit RGB (:func:`quantfake.image_io.to_rgb`: 16-bit scaled, alpha composited,
+    EXIF orientation applied) and describe what it was (format, mode, size, JPEG, greyscale)."""
     with Image.open(path) as image:
         image.load()
-        info = {"source_format": image.format, "source_mode": image.mode,
-                "source_size": list(image.size)}
-        rgb = image.convert("RGB")
+        info = {"source_format": image.format, "source_size": list(image.size)}
+        rgb, conversion = to_rgb(image)
+    info.update(conversion)
     info["is_jpeg"] = info["source_format"] == "JPEG"
-    info["grayscale_converted"] = info["source_mode"] in _GRAY_MODES
+    info["grayscale_converted"] = info["source_mode"] in GRAY_MODES
     return rgb, info
 
 
@@ -299,12 +338,22 @@ def _read_checked(path: Path) -> tuple[Image.Image, dict[str, Any]]:
     return _load_rgb(path)
 
 
+def too_small(source_size: Sequence[int], size: int | None) -> str | None:
+    """Why an image of ``source_size`` (w, h) is too small to stand for real photographs at ``size``, else None."""
+    shortest = min(source_size)
+    need = max(MIN_REAL_SIDE, math.ceil(size / MAX_REAL_UPSAMPLE)) if size else MIN_REAL_SIDE
+    if shortest < need:
+        limit = f" (and upsampled at most {MAX_REAL_UPSAMPLE:g}x to {size} px)" if size else ""
+        return f"too small: {source_size[0]}x{source_size[1]} px; accepted: shorter side >= {need} px{limit}"
+    return None
+
+
 def load_real_dir(path: str | Path, size: int | None = None,
                   policy: str = "center_crop") -> RealSet:
     """Load every image under ``path`` (recursively, sorted) as RGB for ``--real-dir``.
 
-    Unreadable or corrupt files are excluded, listed in ``RealSet.excluded`` as
-    (path, error) and logged; they never abort the load. ``policy`` applies when
+    Unreadable, corrupt or too small (:func:`too_small`) files are excluded, listed in ``RealSet.excluded`` as
+    (path, reason) and logged; they never abort the load. ``policy`` applies when
     ``size`` is given: 'center_crop' (scale the short side, crop the centre),
     'resize' (squash to a square), 'none' (keep native size; then ``size`` must be None).
     """
@@ -331,6 +380,11 @@ def load_real_dir(path: str | Path, size: int | None = None,
             excluded.append((str(file_path), message))
             LOG.warning("excluding unreadable real image %s (%s)", file_path, message)
             continue
+        small = too_small(rgb.size, size)
+        if small:
+            excluded.append((str(file_path), small))
+            LOG.warning("excluding real image %s (%s)", file_path, small)
+            continue
         fitted, upsampled = _fit(rgb, size, policy)
         digest = image_sha256(fitted)
         images.append(fitted)
@@ -344,9 +398,9 @@ def load_real_dir(path: str | Path, size: int | None = None,
         LOG.warning("excluded %d of %d image files under %s", len(excluded), len(files), root)
     if not images:
         LOG.warning("no readable images (%s) under %s", ", ".join(IMAGE_SUFFIXES), root)
-    duplicates = len(ids) - len(set(ids))
-    if duplicates:
-        LOG.warning("%d duplicate images under %s (kept; split() keeps duplicates together)",
-                    duplicates, root)
-    return RealSet(images, ids, rows, excluded)
+    real_set = RealSet(images, ids, rows, excluded)
+    if real_set.duplicates():
+        LOG.warning("%d duplicate images under %s (kept; split() and partition() keep duplicates together)",
+                    real_set.duplicates(), root)
+    return real_set
 

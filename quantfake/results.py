@@ -4,7 +4,10 @@ Cells can be produced by several pytest-xdist workers at once.  Each worker
 writes one JSON file per cell into ``<history>/.partial/<run_id>/`` (atomic
 tmp-file + ``os.replace``), and the controller calls :meth:`RunRecorder.finalize`
 to merge them into ``<history>/<run_id>.json``.  Run ids start with a UTC
-timestamp, so sorting file names sorts runs by time.
+timestamp, then a counter that grows by one with every run of the history folder,
+so sorting file names sorts runs by time, runs of the same second included.
+Session-level *notices* (excluded real images, short real pools, repaired store
+entries) are written beside the cells and merged into ``notices``.
 
 The record schema (``schema: 1``) is read by the report writers; keep the key
 names stable.  Non-finite floats (NaN, inf) are stored as ``null`` so the files
@@ -14,6 +17,7 @@ are strict JSON.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -47,7 +51,10 @@ __all__ = [
 SCHEMA_VERSION = 1
 STATUSES: tuple[str, ...] = ("passed", "failed", "error", "skipped")
 RUN_ALIASES: tuple[str, ...] = ("latest", "previous")
-_RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+#: ``<UTC time>-<counter>-<4 hex>``; the older ``<UTC time>-<8 hex>`` ids are still read
+_RUN_ID_RE = re.compile(r"^\d{8}T\d{6}Z-(?:\d{6}-[0-9a-f]{4}|[0-9a-f]{8})$")
+_RUN_COUNTER = ".run-counter"
+_process_counter = itertools.count(1)
 
 
 def jsonable(value: Any) -> Any:
@@ -138,10 +145,29 @@ class CellResult:
         return cell
 
 
-def new_run_id(now: datetime | None = None) -> str:
-    """``<UTC yyyymmddThhmmssZ>-<8 hex>``: sortable by time, unique across workers."""
+def new_run_id(now: datetime | None = None, history_dir: str | os.PathLike[str] | None = None) -> str:
+    """``<UTC yyyymmddThhmmssZ>-<counter>-<4 hex>``: sorts by time, and within one second by a counter.
+
+    The counter lives in ``<history_dir>/.run-counter`` and grows under a file lock, so two runs started in the
+    same second on one history sort in the order they started (not by a random suffix); without a history
+    folder it counts within this process. The hex suffix keeps ids unique across history folders.
+    """
     now = now or datetime.now(timezone.utc)
-    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    counter = _next_count(Path(history_dir)) if history_dir is not None else next(_process_counter)
+    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{counter % 1_000_000:06d}-{secrets.token_hex(2)}"
+
+
+def _next_count(history_dir: Path) -> int:
+    """The next value of the history's run counter (1 for a new history)."""
+    history_dir.mkdir(parents=True, exist_ok=True)
+    path = history_dir / _RUN_COUNTER
+    with FileLock(str(path) + ".lock"):
+        try:
+            count = int(path.read_text().strip() or 0) + 1
+        except (FileNotFoundError, ValueError):
+            count = 1 + len(list_runs(history_dir))
+        write_json_atomic(path, count)
+    return count
 
 
 def collect_environment() -> dict[str, Any]:
@@ -183,9 +209,9 @@ class RunRecorder:
         self.history_dir = Path(history_dir)
         self.profile = profile
         self.options = dict(options or {})
-        self.run_id = run_id or new_run_id()
+        self.run_id = run_id or new_run_id(history_dir=self.history_dir)
         if not _RUN_ID_RE.match(self.run_id):
-            raise ValueError(f"run_id {self.run_id!r} is not of the form yyyymmddThhmmssZ-<8 hex>")
+            raise ValueError(f"run_id {self.run_id!r} is not of the form yyyymmddThhmmssZ-<6-digit counter>-<4 hex>")
         self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     @property
@@ -200,6 +226,18 @@ class RunRecorder:
         """Write one cell atomically; safe to call from several processes."""
         cell = cell if isinstance(cell, CellResult) else CellResult.from_dict(cell)
         return write_json_atomic(self.partial_dir / "cells" / _cell_filename(cell.cell_id), cell.to_dict())
+
+    def add_notice(self, notice: Mapping[str, Any]) -> Path:
+        """Write one session-level notice (``kind``, ``message``, details); the same notice twice is kept once."""
+        data = jsonable(dict(notice))
+        name = hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return write_json_atomic(self.partial_dir / "notices" / f"{name}.json", data)
+
+    def notices(self) -> list[dict[str, Any]]:
+        """Notices written so far, sorted by kind and message."""
+        folder = self.partial_dir / "notices"
+        found = [json.loads(p.read_text("utf-8")) for p in folder.glob("*.json")] if folder.is_dir() else []
+        return sorted(found, key=lambda n: (str(n.get("kind")), str(n.get("message"))))
 
     def cells(self) -> list[CellResult]:
         """Cells written so far, sorted by ``cell_id``."""
@@ -226,6 +264,7 @@ class RunRecorder:
                 "options": self.options,
                 "environment": dict(environment) if environment is not None else collect_environment(),
                 "cells": [c.to_dict() for c in self.cells()],
+                "notices": self.notices(),
                 "benchmark_json": str(benchmark_json) if benchmark_json else None,
             }
             path = write_json_atomic(self.record_path, record)

@@ -20,6 +20,23 @@ def samples_from_cells(cells: list[dict[str, Any]]) -> dict[str, dict[str, list[
     return out
 
 
+def _status_counts(cells: list[Any]) -> str:
+    counts = {status: sum(c.status == status for c in cells) for status in ("passed", "failed", "error", "skipped")}
+    return f"{len(cells)} cells: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+
+
+def notice_lines(record: dict[str, Any]) -> list[str]:
+    """What the terminal summary must say about a run beyond pass / fail: notices and tolerance-only gates."""
+    lines = [f"notice: {n['message']}" for n in record.get("notices", [])]
+    loose = [c["cell_id"] for c in record.get("cells", []) if (c.get("extra") or {}).get("gate") == "tolerance-only"]
+    if loose:
+        from quantfake.baselines import TOLERANCE_ONLY_NOTE
+
+        lines.append(f"notice: {len(loose)} cell(s) had a {TOLERANCE_ONLY_NOTE}: {', '.join(loose[:5])}"
+                     + (" ..." if len(loose) > 5 else ""))
+    return lines
+
+
 def finish_session(options: BenchOptions, run_id: str, benchmark_json: str | None = None) -> list[str]:
     """Merge cell files into ``history/<run_id>.json``; returns lines for the terminal summary."""
     from quantfake.environment import collect_environment
@@ -33,7 +50,7 @@ def finish_session(options: BenchOptions, run_id: str, benchmark_json: str | Non
     record = json.loads(path.read_text())
     record["samples"] = samples_from_cells(record["cells"])
     write_json_atomic(path, record)
-    lines = [f"run record: {path} ({len(cells)} cells)"]
+    lines = [f"run record: {path} ({_status_counts(cells)})", *notice_lines(record)]
     if options.update_baselines:
         from quantfake.baselines import baseline_path, update_baselines
 

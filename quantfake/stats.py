@@ -307,7 +307,7 @@ def paired_shift(
     Keys:
     ``auc_ref``, ``auc_q``, ``delta_auc`` (q - ref), ``delta_auc_se_delong``,
     ``delta_auc_p_delong`` (paired DeLong), ``delta_auc_ci95`` (paired bootstrap,
-    percentile, level ``1 - alpha``);
+    percentile, level ``1 - alpha``; None when ``n_boot`` is 0);
     ``mean_delta_score``, ``median_delta_score``, ``wilcoxon_stat``,
     ``wilcoxon_p`` (signed-rank on per-image score deltas; 1.0 if all deltas are 0);
     ``flips_to_real`` (fake by ref, real by q at ``threshold``), ``flips_to_fake``,
@@ -328,8 +328,10 @@ def paired_shift(
             raise ValueError(f"{name} scores contain NaN or inf; accepted: finite floats")
 
     dl = delong_paired_test(real, ref, real, q)
-    boot = _paired_delta_auc_boot(real, ref, q, n_boot, seed)
-    lo, hi = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0])
+    ci: list[float] | None = None  # n_boot 0: no bootstrap, no interval (DeLong's test stands on its own)
+    if n_boot:
+        boot = _paired_delta_auc_boot(real, ref, q, n_boot, seed)
+        ci = [float(x) for x in np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0])]
 
     deltas = q - ref
     if np.all(deltas == 0):
@@ -351,7 +353,7 @@ def paired_shift(
         "delta_auc": dl["delta"],
         "delta_auc_se_delong": dl["se"],
         "delta_auc_p_delong": dl["p"],
-        "delta_auc_ci95": [float(lo), float(hi)],
+        "delta_auc_ci95": ci,
         "mean_delta_score": float(deltas.mean()),
         "median_delta_score": float(np.median(deltas)),
         "wilcoxon_stat": w_stat,

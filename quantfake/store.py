@@ -8,6 +8,7 @@ Layout under the root (default ``.quantfake/``, ``--store`` or ``QUANTFAKE_STORE
     images/<key>/<seed>.latent.npy      the final latent, for latent drift
     scores.sqlite                       detector score cache
     detectors/                          tiny detectors trained by quantfake
+    quarantine/<key>/<time>/            entries that failed verification (quantfake.integrity), kept for inspection
 
 Every write is atomic (temporary file + ``os.replace``), so an interrupted run leaves only whole files and
 resumes from them; locks make concurrent writers (pytest-xdist workers, accelerate ranks) safe.
@@ -139,6 +140,10 @@ class Store:
     @property
     def scores_db(self) -> Path:
         return self.root / "scores.sqlite"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
 
     def image_dir(self, key: str) -> Path:
         return self.root / "images" / key

@@ -7,7 +7,6 @@ computes one cell's numbers. The pytest layer (``fixtures/``) only asks it for c
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -24,7 +23,7 @@ from quantfake.detectors.representation import (
     check_representation,
     detector_token,
 )
-from quantfake.errors import MemoryBudgetError, MissingWeightsError
+from quantfake.errors import InsufficientRealImages, MemoryBudgetError, MissingWeightsError
 from quantfake.generate import GenerationRequest, GenerationResult, generate
 from quantfake.generators import GENERATORS, get_generator
 from quantfake.loading import LoadedPipeline, load_pipeline, resolve_device
@@ -34,8 +33,6 @@ from quantfake.prompts import prompts_sha256
 from quantfake.realdata import RealSet
 from quantfake.results import CellResult
 from quantfake.store import Store, config_hash
-
-log = logging.getLogger(__name__)
 
 TRAIN_SEED_OFFSET = 100_000  # training fakes never share seeds with evaluated fakes
 TRAIN_MODES = ("txt2img", "img2img")
@@ -63,15 +60,21 @@ class World:
         self._format_checks: dict[tuple[str, str, str], list[str]] = {}
         self.samples: dict[str, dict[str, list[str]]] = {}
         self.trainings: dict[str, dict[str, Any]] = {}
+        self.notices: list[dict[str, Any]] = []  # for the run record and the terminal summary (take_notices)
+        self.real_shortfall: str | None = None  # "evaluation 4 of 16, ..." when a pool came out smaller than asked
 
     # ---------------------------------------------------------------- real images
     def real_pools(self) -> dict[str, RealSet]:
         """Disjoint real sets: ``train`` (tiny detectors), ``calibration`` (thresholds), ``evaluation``, ``init``.
 
         Reals held out for threshold calibration are never evaluated; img2img init images are never evaluated
-        either (a fake made from an evaluated real would pair the two).
+        either (a fake made from an evaluated real would pair the two). Pools are split by image identity;
+        exclusions and short pools become notices, and pools below their floor raise
+        :class:`~quantfake.errors.InsufficientRealImages` (:mod:`quantfake.real_pools`).
         """
         if self._pools is None:
+            from quantfake.real_pools import split_real_pools
+
             o = self.o
             n_init = max(1, min(o.n_images, 16))
             n_train = o.n_train * len(GENERATORS) * len(TRAIN_MODES) if o.profile == "tiny" else 0
@@ -79,25 +82,25 @@ class World:
             if o.real_dir:
                 from quantfake.realdata import load_real_dir
 
-                full = load_real_dir(o.real_dir, size=o.size, policy="center_crop")
-                for path, err in full.excluded:
-                    log.warning("excluded unreadable real image %s: %s", path, err)
+                full, source = load_real_dir(o.real_dir, size=o.size, policy="center_crop"), f"--real-dir {o.real_dir}"
             elif o.profile in ("tiny", "random"):
                 from quantfake.realdata import tiny_real_set
 
-                full = tiny_real_set(self.real_size, sum(sizes.values()), seed=o.seed)
+                full, source = tiny_real_set(self.real_size, sum(sizes.values()), seed=o.seed), "shipped photographs"
             else:
                 raise MissingWeightsError("real images", [], hint="pass --real-dir DIR with real photographs")
-            order = np.random.default_rng(o.seed).permutation(len(full))
-            if len(full) < sum(sizes.values()):
-                scale = len(full) / sum(sizes.values())
-                sizes = {k: max(1, int(v * scale)) for k, v in sizes.items()}
-            pools, start = {}, 0
-            for name, n in sizes.items():
-                pools[name] = full.subset([int(i) for i in order[start:start + n]], name=name)
-                start += n
-            self._pools = pools
+            split = split_real_pools(full, sizes, seed=o.seed, source=source)
+            self.notices += split.notices
+            if split.shortfall:
+                raise InsufficientRealImages(split.shortfall)
+            self._pools, self.real_shortfall = split.pools, next(
+                (n["message"] for n in split.notices if n["kind"] == "real_pools_short"), None)
         return self._pools
+
+    def take_notices(self) -> list[dict[str, Any]]:
+        """Notices gathered since the last call (exclusions, short pools, store repairs), for the run record."""
+        taken, self.notices = self.notices, []
+        return taken
 
     @property
     def size(self) -> int:
@@ -149,13 +152,13 @@ class World:
         train = role == "train"
         img2img = mode == "img2img"
         prompts = (o.img2img_prompts if img2img and o.img2img_prompts else None) or o.prompts
-        steps = (o.img2img_steps if img2img and o.img2img_steps else None) or o.steps or spec.default_steps
+        steps = next(v for v in (o.img2img_steps if img2img else None, o.steps, spec.default_steps) if v is not None)
         return GenerationRequest(
             mode=mode, n_images=o.n_train if train else o.n_images,
             seed_offset=TRAIN_SEED_OFFSET if train else o.first_seed + o.seed * 1_000_000,
             steps=steps,
             guidance=o.guidance if o.guidance is not None else spec.default_guidance,
-            size=o.size or spec.native_size, strength=o.strength, batch_size=o.batch_size,
+            size=spec.native_size if o.size is None else o.size, strength=o.strength, batch_size=o.batch_size,
             init_hashes=tuple(init.ids) if init else (), **({"prompts": prompts} if prompts else {}),
         )
 
@@ -174,7 +177,10 @@ class World:
         if loaded.memory_fit is not None:  # the batch the memory fit allows (seeds, and so pairing, unchanged)
             req = dataclasses.replace(req, batch_size=loaded.memory_fit.recipe.batch)
         init = self.real_pools()["init"].images if mode == "img2img" else None
-        res = generate(loaded, req, self.store, init_images=init, shard=shard)
+        res = generate(loaded, req, self.store, init_images=init, shard=shard, repair=self.o.repair)
+        self.notices += [{"kind": "store_repair", **r.as_record(),
+                          "message": f"regenerated corrupt store entry {r.path}: {r.reason} (moved to {r.quarantined_to})"}
+                         for r in res.repairs]
         if whole:
             self._fakes[key] = res
             if role == "eval":
@@ -235,16 +241,19 @@ class World:
         """A copy of the fp32 detector at a detector precision, calibrated on calibration reals + train fakes."""
         key = (detector_id, representation, precision)
         if key not in self._detectors:
-            from quantfake.detector_quant import quantize_detector
+            from quantfake.detector_quant import quantize_detector, uses_calibration
 
             base = self.detector(detector_id, representation)
-            pools = self.real_pools()
-            calib_imgs = list(pools["calibration"].images[:16])
-            calib_imgs += [im.open() for im in self.fakes(self.o.generators[0], reference_precision(
-                self.o.precisions), "txt2img", role="train").images[:16]]
+            calibration = self.real_pools()["calibration"]
+            calib_fakes = self.fakes(self.o.generators[0], reference_precision(self.o.precisions), "txt2img",
+                                     role="train").images[:16]
+            calib_imgs = list(calibration.images[:16]) + [im.open() for im in calib_fakes]
             batch = base.preprocess(calib_imgs).to(self.device)
             qmodule, report = quantize_detector(base.module, precision, calib_batches=[batch], device=self.device)
-            self._detectors[key] = (base.with_module(qmodule, precision), report)
+            # the calibration set shapes a static int8 detector's scores, so it joins their cache key
+            calib_sha = (config_hash([*calibration.ids[:16], *(im.sha256 for im in calib_fakes)], length=64)
+                         if uses_calibration(precision) else None)
+            self._detectors[key] = (base.with_module(qmodule, precision, calib_sha), report)
         return self._detectors[key]
 
     def _detector_latency(self, detector: Any, batch: int = 16) -> float:
@@ -316,8 +325,7 @@ class World:
                       "delta_auc_p_delong": dl["p"], "auc_ref": dl["auc_a"], "auc_q": dl["auc_b"]}
         elif cell.precision != ref:
             r = self._scored_sets(cell, det, precision=ref)
-            paired = paired_shift(s["real"], r["fake"], s["fake"], thr_cal, seed=self.o.seed,
-                                  n_boot=self.o.n_boot or 200)
+            paired = paired_shift(s["real"], r["fake"], s["fake"], thr_cal, seed=self.o.seed, n_boot=self.o.n_boot)
             paired["reference_precision"] = ref
         fake_res = self.fakes(cell.generator, cell.precision, cell.mode)
         extra = {"detector": det.describe(), "generation_key": fake_res.key,
@@ -331,6 +339,8 @@ class World:
             extra["reference_detector_ms_per_image"] = self._detector_latency(
                 self.detector(cell.detector, cell.representation))
         extra["format_warnings"] = self._format_warnings_for(cell.generator, cell.precision, cell.mode)
+        if self.real_shortfall:
+            extra["real_shortfall"] = self.real_shortfall
         return CellResult(
             cell_id=cell.id, kind=cell.kind, params=cell.params(), metrics=metrics,
             ci95={k: [v.lo, v.hi] for k, v in ci.items()}, se={k: v.se for k, v in ci.items()},
@@ -379,12 +389,12 @@ class World:
                      "latent_rel_l2": drift["latent_rel_l2"], "latent_cos": drift["latent_cos"]}
         metrics, ci, se = {}, {}, {}
         rng = np.random.default_rng(self.o.seed)
-        n_boot = self.o.n_boot or 200
+        n_boot = self.o.n_boot  # 0: no CIs (the gate is then tolerance-only, and says so)
         for name, values in per_image.items():
             v = np.asarray(values, dtype=float)
             finite = v[np.isfinite(v)]
             metrics[name] = float(np.mean(finite)) if len(finite) else float("inf")
-            if len(finite) > 1:
+            if len(finite) > 1 and n_boot:
                 boots = rng.choice(finite, size=(n_boot, len(finite))).mean(axis=1)
                 ci[name] = [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
                 se[name] = float(boots.std(ddof=1))

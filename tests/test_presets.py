@@ -34,5 +34,5 @@ def test_given_options_win_over_the_preset_and_defaults_are_unchanged_without_on
     assert req.seed_offset == 0 and req.steps == 4  # the tiny world is as before (baselines unchanged)
     with pytest.raises(UnknownIdError, match="'studdy'.*study"):
         build_options({"preset": "studdy"})
-    with pytest.raises(ValueError, match="--img2img-steps '0'"):
+    with pytest.raises(ValueError, match="--img2img-steps 0: accepted an integer >= 1"):
         build_options({"img2img_steps": "0"})

@@ -29,7 +29,7 @@ def _cell(cell_id: str, auc: float, se: float = 0.01, **kw) -> CellResult:
 
 def test_run_id_format_and_order() -> None:
     rid = new_run_id()
-    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", rid)
+    assert re.fullmatch(r"\d{8}T\d{6}Z-\d{6}-[0-9a-f]{4}", rid)
     assert new_run_id() != rid
 
 
@@ -67,7 +67,8 @@ def test_cells_from_several_processes_merge_into_one_record(tmp_path: Path) -> N
     assert record["cells"][0]["metrics"]["auc"] == 0.99
     assert record["benchmark_json"] == "bench.json"
     assert not rec.partial_dir.exists()
-    assert set(record) == {"schema", "run_id", "created", "profile", "options", "environment", "cells", "benchmark_json"}
+    assert set(record) == {"schema", "run_id", "created", "profile", "options", "environment", "cells", "notices",
+                           "benchmark_json"}
 
 
 def test_collect_environment_has_schema_keys() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from quantfake.errors import MissingWeightsError
+from quantfake.errors import MissingWeightsError, UserError
 
 WRAPPER_KEYS: tuple[str, ...] = ("model", "state_dict", "net")
 SAFE_SUFFIXES: tuple[str, ...] = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -34,8 +34,9 @@ class MissingWeights(MissingWeightsError):
         super().__init__(what, searched, hint)
 
 
-class UnsafeCheckpoint(RuntimeError):
-    """A pickle checkpoint that ``torch.load(weights_only=True)`` refuses: it wants to run code."""
+class UnsafeCheckpoint(UserError, RuntimeError):
+    """A pickle checkpoint that ``torch.load(weights_only=True)`` refuses: it wants to run code (an expected
+    error: shown as its message, which names the file and ``--trust-checkpoints``, not as a traceback)."""
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,18 @@ def read_checkpoint(path: Path | str, trust: bool = False) -> Any:
         if not trust:
             raise UnsafeCheckpoint(
                 f"{path} is a pickle that needs code execution to load (weights_only=True refused it: "
-                f"{str(err).splitlines()[0]}). Only if you trust its source, pass --trust-checkpoints "
+                f"{_refusal(err)}). Only if you trust its source, pass --trust-checkpoints "
                 "(trust_checkpoints=True) to load it with weights_only=False."
-            ) from err
+            ) from None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _refusal(err: Exception) -> str:
+    """The line of torch's refusal that says what the pickle wanted (e.g. "Unsupported global: GLOBAL print ..."),
+    without torch's paragraphs of advice."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else repr(err))
+    return reason.removeprefix("WeightsUnpickler error: ").split(". Please")[0].rstrip(".")
 
 
 def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:

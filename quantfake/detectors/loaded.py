@@ -40,22 +40,27 @@ class LoadedDetector:
     representation: str = DEFAULT_REPRESENTATION
     random_weights: bool = False  # random profile, or files from make-random-weights: scores mean nothing
     weights_choice: str | None = None  # which public checkpoint (spec.weights) a pretrained detector read
+    calibration_sha256: str | None = None  # quantized with calibration data: the hash of those inputs
 
     @property
     def token(self) -> str:
         """``<id>`` or ``<id>+<representation>``: what the score cache and cell ids call this detector."""
         return detector_token(self.spec.id, self.representation)
 
-    def with_module(self, module: nn.Module, precision: str) -> LoadedDetector:
-        """Same detector with a transformed (e.g. quantized) module, under a new precision name."""
-        return replace(self, module=module, precision=precision)
+    def with_module(self, module: nn.Module, precision: str, calibration_sha256: str | None = None) -> LoadedDetector:
+        """Same detector with a transformed (e.g. quantized) module, under a new precision name.
+
+        ``calibration_sha256``: the hash of the calibration inputs when they shaped the module (static int8);
+        it joins the score-cache key, so another calibration set never reuses these scores.
+        """
+        return replace(self, module=module, precision=precision, calibration_sha256=calibration_sha256)
 
     def describe(self) -> dict[str, Any]:
         """Everything that made the scores (JSON-ready)."""
         return {
             "detector_id": self.spec.id, "name": self.spec.name, "profile": self.profile,
             "representation": self.representation,
-            "precision": self.precision, "device": self.device,
+            "precision": self.precision, "device": self.device, "calibration_sha256": self.calibration_sha256,
             "weights_choice": self.weights_choice,
             "checkpoint_path": self.checkpoint_path, "checkpoint_sha256": self.checkpoint_sha256,
             "backbone_dir": self.backbone_dir, "random_weights": self.random_weights,

@@ -4,7 +4,8 @@ Images are identified by the SHA-256 of their PNG bytes.  Pass ``image_sha256`` 
 have the files (hash of the file bytes); otherwise each image is PNG-encoded by PIL with
 fixed settings and that is hashed (deterministic for identical pixels).  Do not mix the two
 conventions within one cache.  The cache key is (image, detector id [+ input representation
-when not RGB], detector precision, checkpoint SHA-256, preprocessing-policy SHA-256): anything that changes a score changes it.
+when not RGB], detector precision (with the calibration set's hash for a calibrated quantized detector),
+checkpoint SHA-256, preprocessing-policy SHA-256): anything that changes a score changes it.
 
 Scoring runs the module as it is: an ``fp32`` detector computes in fp32 on every device (as every upstream
 test script does); mixed precision is the explicit detector precision ``fp16amp`` / ``bf16amp``.
@@ -85,6 +86,12 @@ class ScoreCache:
             return int(con.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
 
 
+def cache_precision(detector: LoadedDetector) -> str:
+    """The precision name the score cache records: a calibrated quantized detector's includes its calibration set."""
+    name = detector.precision
+    return f"{name}+calib:{detector.calibration_sha256[:16]}" if detector.calibration_sha256 else name
+
+
 def score_images(
     detector: LoadedDetector,
     images: ImageBatch,
@@ -107,7 +114,7 @@ def score_images(
     if cache is not None:
         hashes = list(image_sha256s) if image_sha256s is not None else [image_sha256(im) for im in pil]
         # the token is the id for RGB (keys unchanged) and ``<id>+<representation>`` otherwise
-        prefix = (detector.token, detector.precision, detector.checkpoint_sha256,
+        prefix = (detector.token, cache_precision(detector), detector.checkpoint_sha256,
                   detector.preprocess.sha256())
         keys = [(h, *prefix) for h in hashes]
         hits = cache.get_many(keys)
