@@ -28,7 +28,7 @@ from quantfake.world import World
 def _loaded(precision: str) -> SimpleNamespace:
     """What :func:`request_key` reads of a loaded pipeline."""
     return SimpleNamespace(model_key="tiny:fluxs:abc", precision=PRECISIONS[precision], device="cpu",
-                           components=["transformer"], generator=GENERATORS["fluxs"])
+                           components=["transformer"], generator=GENERATORS["fluxs"], memory_fit=None)
 
 
 @pytest.mark.parametrize(("package", "precision", "changes"), [
@@ -82,7 +82,7 @@ def _world_calibration(tmp_path: Path, generators: str, base: LoadedDetector) ->
     first = {"fluxs": 1, "sd3": 2}  # the first generator's train fakes calibrate the detector
     world.detector = lambda detector_id, representation="rgb": base
     world.real_pools = lambda: {"calibration": calibration}
-    world.fakes = lambda g, p, m, role="eval": SimpleNamespace(images=[_StoredFake(first[g]), _StoredFake(5)])
+    world.fakes = lambda g, p, m, role="eval", shard=(0, 1): SimpleNamespace(images=[_StoredFake(first[g]), _StoredFake(5)])
     det, _report = world.quantized_detector("npr", "int8")
     return cache_precision(det)
 
