@@ -31,6 +31,7 @@ from quantfake.options import BenchOptions
 from quantfake.precisions import reference_precision
 from quantfake.prompts import prompts_sha256
 from quantfake.realdata import RealSet
+from quantfake.recipes import SessionRecipes
 from quantfake.results import CellResult
 from quantfake.store import Store, config_hash
 
@@ -57,6 +58,8 @@ class World:
         self._format_checks: dict[tuple[str, str, str], list[str]] = {}
         self.samples: dict[str, dict[str, list[str]]] = {}
         self.trainings: dict[str, dict[str, Any]] = {}
+        self.recipes = SessionRecipes(self.store)
+        self.generation: dict[str, dict[str, Any]] = {}  # per generation key: recipe, its check, s/image
 
     # ---------------------------------------------------------------- real images
     def real_pools(self) -> dict[str, RealSet]:
@@ -133,17 +136,25 @@ class World:
             seed_offset=TRAIN_SEED_OFFSET if train else o.first_seed + o.seed * 1_000_000,
             steps=steps,
             guidance=o.guidance if o.guidance is not None else spec.default_guidance,
-            size=o.size or spec.native_size, strength=o.strength, batch_size=o.batch_size,
+            size=o.size or spec.native_size, strength=o.strength, batch_size=o.batch_size, compile=o.compile,
             init_hashes=tuple(init.ids) if init else (), **({"prompts": prompts} if prompts else {}),
         )
 
     def fakes(self, generator: str, precision: str, mode: str, role: str = "eval") -> GenerationResult:
-        """Generate (or reuse from the store) the fakes of one generator x precision x mode."""
+        """Generate (or reuse from the store) the fakes of one generator x precision x mode.
+
+        The speed recipe asked for (``--gen-batch-size``, ``--compile``) is used only as far as its check against
+        eager batch 1 allows (:mod:`quantfake.recipes`); :attr:`generation` records what was used and why.
+        """
         key = (generator, precision, mode, role)
         if key not in self._fakes:
             req = self.request(generator, mode, role)
             init = self.real_pools()["init"].images if mode == "img2img" else None
-            res = generate(self.pipeline(generator, precision), req, self.store, init_images=init)
+            loaded = self.pipeline(generator, precision)
+            plan = self.recipes.plan(loaded, req, init)
+            res = generate(loaded, plan.request, self.store, init_images=init, ready=plan.ready,
+                           recipe=plan.manifest)
+            self.generation[res.key] = plan.summary(res)
             self._fakes[key] = res
             if role == "eval":
                 self.samples.setdefault(f"{generator}-{mode}", {})[precision] = [
@@ -288,6 +299,7 @@ class World:
             paired["reference_precision"] = ref
         fake_res = self.fakes(cell.generator, cell.precision, cell.mode)
         extra = {"detector": det.describe(), "generation_key": fake_res.key,
+                 "generation": self.generation.get(fake_res.key),
                  "prompts_sha256": prompts_sha256(tuple(fake_res.manifest["request"]["prompts"])),
                  "sample_paths": [str(im.path.resolve()) for im in fake_res.images[:4]],
                  "tiny_training": self.trainings.get(detector_token(cell.detector, cell.representation))}
@@ -302,10 +314,15 @@ class World:
             ci95={k: [v.lo, v.hi] for k, v in ci.items()}, se={k: v.se for k, v in ci.items()},
             n={"real": int(len(s["real"])), "fake": int(len(s["fake"])), "calibration": int(len(s["calibration"]))},
             paired=paired, scores={"real": s["real"].tolist(), "fake": s["fake"].tolist()},
-            timings={"cell_s": time.perf_counter() - start, "generation_s": fake_res.seconds,
-                     "generated": fake_res.generated},
+            timings={"cell_s": time.perf_counter() - start, **self._generation_timings(fake_res)},
             extra=extra,
         )
+
+    def _generation_timings(self, res: GenerationResult) -> dict[str, Any]:
+        """The set's generation seconds and what its speed recipe cost on top (check, compile)."""
+        record = self.generation.get(res.key) or {}
+        return {"generation_s": res.seconds, "generated": res.generated,
+                "recipe_overhead_s": record.get("recipe_overhead_s", 0.0), "compile_s": record.get("compile_s")}
 
     def _format_warnings_for(self, generator: str, precision: str, mode: str) -> list[str]:
         """Once per image set, not once per detector."""
@@ -356,6 +373,8 @@ class World:
                 se[name] = float(boots.std(ddof=1))
         metrics["identical_fraction"] = float(np.mean(~np.isfinite(np.asarray(drift["psnr_db"], dtype=float))))
         extra: dict[str, Any] = {"reference_precision": ref, "generation_key": q.key,
+                                 "generation": self.generation.get(q.key),
+                                 "reference_generation": self.generation.get(r.key),
                                  "sample_paths": [str(im.path.resolve()) for im in q.images[:4]], "per_image": {k: list(map(float, v))
                                                                            for k, v in per_image.items()}}
         extra.update(self._distribution_metrics(r, q))
