@@ -7,10 +7,10 @@ same pixels) only when one of its images is missing, and each image is written a
 run resumes; an identical rerun generates nothing.
 
 Speed recipes (``batch_size`` > 1, ``compile``) keep per-image seeds (one CPU generator per image, so image i
-draws the same initial noise whatever its batch) but may still move pixels (kernels differ with the batch
-shape, inductor fuses differently). The store key therefore records the recipe unless
-:mod:`quantfake.recipes` checked it bitwise equal to eager batch 1 (``bitwise_checked``): only then do its
-images share a folder with eager ones.
+draws the same initial noise whatever its batch) but may still move pixels: kernels differ with the batch shape,
+inductor fuses differently. The store key therefore always records the recipe, and the images of a recipe never
+pass for eager batch-1 images, even where :mod:`quantfake.recipes` found the two bitwise equal: its check covers
+the compared seeds only, and on a CPU one batch gave some images bitwise equal and others one grey level off.
 """
 
 from __future__ import annotations
@@ -66,8 +66,7 @@ class GenerationRequest:
     batch_size: int = 8
     prompts: tuple[str, ...] = PROMPTS
     init_hashes: tuple[str, ...] = ()  # img2img: SHA-256 of the init images (order matters)
-    compile: bool = False  # the denoiser under torch.compile
-    bitwise_checked: bool = False  # this batch_size / compile was checked to give eager batch-1 pixels, bitwise
+    compile: bool = False  # the denoiser under torch.compile (a speed recipe, like batch_size > 1)
 
     def seeds(self) -> list[int]:
         return [self.seed_offset + i for i in range(self.n_images)]
@@ -79,12 +78,6 @@ class GenerationRequest:
     def eager_batch1(self) -> bool:
         """Whether this is the reference recipe every other one is checked against."""
         return self.batch_size == 1 and not self.compile
-
-    def pixel_recipe(self) -> dict[str, Any]:
-        """The part of the recipe that can change pixels, for the store key: none once checked bitwise."""
-        if self.bitwise_checked:
-            return {"batch_size": 1}
-        return {"batch_size": self.batch_size, **({"compile": True} if self.compile else {})}
 
 
 @dataclass
@@ -128,17 +121,13 @@ class ChunkOutput:
     seconds: float
 
 
-#: GenerationRequest fields that say how images are made, not which: the key takes them via ``pixel_recipe``
-RECIPE_FIELDS = ("batch_size", "compile", "bitwise_checked")
-
-
 def request_key(loaded: LoadedPipeline, req: GenerationRequest) -> str:
     """Store folder name: readable prefix for humans, hash of everything that determines the pixels."""
     ident = {"model": loaded.model_key, "precision": loaded.precision.id, "device": torch.device(loaded.device).type,  # cuda:0 and cuda:1 compute alike
-             "text_encoders": loaded.components,
-             **{k: v for k, v in asdict(req).items() if k != "n_images" and k not in RECIPE_FIELDS},
-             **req.pixel_recipe()}
+             "text_encoders": loaded.components, **{k: v for k, v in asdict(req).items() if k != "n_images"}}
     ident["prompts"] = list(req.prompts)
+    if not req.compile:
+        del ident["compile"]  # eager keys stay those made before compile was a field
     return f"{loaded.generator.id}-{loaded.precision.id}-{req.mode}-{config_hash(ident)}"
 
 

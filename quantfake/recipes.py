@@ -4,11 +4,13 @@ A faster way to make a set of images is only the same experiment if it makes the
 generator x precision, once per session (and only when a set really needs generating), the recipe's first
 chunk is compared with eager batch-1 images of the same seeds:
 
-- bitwise equal: the recipe is used, and its images share the store folder of eager batch-1 images;
-- else every compared image at PSNR >= :data:`MIN_PSNR_DB`: the recipe is used, stated as ``PSNR x dB`` (the
-  worst compared image), and the store key records the recipe, so its images never pass for eager ones;
+- bitwise equal, or every compared image at PSNR >= :data:`MIN_PSNR_DB`: the recipe is used, and the cell
+  states ``bitwise`` or ``PSNR x dB`` (the worst compared image);
 - else (or when torch.compile fails, or the batch runs out of memory) the recipe is refused: a compiled
   batch falls back to the same batch eager if that passes, else to eager batch 1; the cell says why.
+
+The store key always records the recipe (:func:`quantfake.generate.request_key`), so a recipe's images never
+pass for eager ones; a set whose eager batch-1 images are all in the store is reused as it is, unchecked.
 
 Compile time (the first compiled call minus the next one) is recorded, and with the check it is charged to the
 image set whose generation paid it: ``s_per_image_amortised`` = (generation + check + compile) / images made.
@@ -34,7 +36,6 @@ from quantfake.generate import (
     GenerationResult,
     missing_images,
     pipeline_call,
-    request_key,
     stored_manifest,
 )
 from quantfake.loading import LoadedPipeline
@@ -119,7 +120,7 @@ def check_recipe(loaded: LoadedPipeline, req: GenerationRequest,
     start = time.perf_counter()
     seeds = [req.seed_offset + i for i in range(req.batch_size)]
     compared = [seeds[i] for i in probe_positions(req.batch_size)]
-    eager_req = dataclasses.replace(req, batch_size=1, compile=False, bitwise_checked=False)
+    eager_req = dataclasses.replace(req, batch_size=1, compile=False)
     loaded.set_compiled(False)
     eager = [pipeline_call(loaded, eager_req, [s], init_images) for s in compared]
     check = RecipeCheck(loaded.generator.id, loaded.precision.id, req.mode, (req.batch_size, req.compile), seeds,
@@ -129,7 +130,7 @@ def check_recipe(loaded: LoadedPipeline, req: GenerationRequest,
     if req.compile and req.batch_size > 1:
         candidates.append((req.batch_size, False))  # compile refused: the batch alone may still pass
     for batch, compiled in candidates:
-        cand = dataclasses.replace(req, batch_size=batch, compile=compiled, bitwise_checked=False)
+        cand = dataclasses.replace(req, batch_size=batch, compile=compiled)
         label = recipe_label(batch, compiled)
         t0 = time.perf_counter()
         try:
@@ -151,9 +152,7 @@ def check_recipe(loaded: LoadedPipeline, req: GenerationRequest,
             bitwise = worst == float("inf")
             check.attempts.append(Attempt(label, "bitwise" if bitwise else "psnr", None if bitwise else worst,
                                           seconds, compile_s=compile_s))
-            check.accepted, check.bitwise = (batch, compiled), bitwise
-            final = dataclasses.replace(cand, bitwise_checked=bitwise)
-            check.ready = dataclasses.replace(outs[-1], key=request_key(loaded, final))
+            check.accepted, check.bitwise, check.ready = (batch, compiled), bitwise, outs[-1]
             break
         check.attempts.append(Attempt(label, "refused", worst, seconds, compile_s=compile_s))
     loaded.set_compiled(False)
@@ -242,19 +241,20 @@ class SessionRecipes:
         if req.eager_batch1:
             return RecipePlan(req, {**base, "used": requested, "pixels": requested,
                                     "check": "none needed: eager batch 1 is the reference"})
-        for stored in (dataclasses.replace(req, bitwise_checked=True), req):
+        for stored in (dataclasses.replace(req, batch_size=1, compile=False), req):
             if missing_images(loaded, stored, self.store) == 0:  # nothing to make: no check, no compile
                 before = stored_manifest(loaded, stored, self.store).get("recipe") or {}
-                pixels = recipe_label(**stored.pixel_recipe())
+                pixels = recipe_label(stored.batch_size, stored.compile)
+                check = "none needed: eager batch 1 is the reference" if stored.eager_batch1 else before.get(
+                    "check", "unknown (no check in the manifest)")
                 return RecipePlan(stored, {**base, "used": "none: every image was in the store", "pixels": pixels,
-                                           "check": before.get("check", "unknown (no check in the manifest)"),
-                                           "check_detail": before.get("check_detail")})
+                                           "check": check, "check_detail": before.get("check_detail")})
         gp = (loaded.generator.id, loaded.precision.id)
         if gp not in self.checks:
             self.checks[gp] = check_recipe(loaded, req, init_images)
         check = self.checks[gp]
         batch, compiled = check.accepted or (1, False)
-        use = dataclasses.replace(req, batch_size=batch, compile=compiled, bitwise_checked=check.bitwise)
+        use = dataclasses.replace(req, batch_size=batch, compile=compiled)
         ready, check.ready = check.ready, None  # one set can use it
         overhead, compile_s = 0.0, None
         if gp not in self._charged:
@@ -265,6 +265,6 @@ class SessionRecipes:
             first_chunk = [use.seed_offset + i for i in range(batch)]
             compile_s, outs = warm_compiled(loaded, use, first_chunk, init_images)
             overhead, ready = time.perf_counter() - t0, outs[-1]
-        record = {**base, "used": recipe_label(batch, compiled), "pixels": recipe_label(**use.pixel_recipe()),
+        record = {**base, "used": recipe_label(batch, compiled), "pixels": recipe_label(batch, compiled),
                   "check": check.statement, "check_detail": check.record(), "compile_s": compile_s}
         return RecipePlan(use, record, ready, overhead, manifest=record)

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from quantfake.fidelity import psnr
-from quantfake.generate import GenerationRequest, GenerationResult, generate
+from quantfake.generate import GenerationRequest, GenerationResult, generate, request_key
 from quantfake.loading import LoadedPipeline, load_pipeline
 from quantfake.recipes import MIN_PSNR_DB, SessionRecipes, probe_positions, recipe_label
-from quantfake.store import Store
+from quantfake.store import Store, config_hash
 from tests.plugins.fake_compile import compile_with
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -77,12 +77,10 @@ def test_batch_4_is_checked_against_eager_batch_1_and_says_how_close(fluxs: Load
     compared = summary["check_detail"]["compared_seeds"]
     assert compared == [0, 1, 2, 3] and summary["used"] == "batch 4" and summary["requested"] == "batch 4"
     worst_compared = min(per_image[s] for s in compared)  # the probe's claim, recomputed from the stored images
-    if math.isinf(worst_compared):
-        assert summary["check"] == "bitwise" and res.key == eager.key and summary["pixels"] == "eager batch 1"
-    else:
-        assert summary["check"] == f"PSNR {worst_compared:.1f} dB" and worst_compared >= MIN_PSNR_DB
-        assert res.key != eager.key and summary["pixels"] == "batch 4", "non-bitwise images must not pass as eager"
+    stated = "bitwise" if math.isinf(worst_compared) else f"PSNR {worst_compared:.1f} dB"
+    assert summary["check"] == stated and worst_compared >= MIN_PSNR_DB
     assert min(per_image) >= MIN_PSNR_DB, "every image keeps its own seed: same image whatever the batch"
+    assert res.key != eager.key and summary["pixels"] == "batch 4", "a recipe's images never pass for eager ones"
     # the check's batch is the set's first chunk: generated once, used, its seconds counted as generation
     assert res.generated == 8 and res.ready_s > 0
     assert summary["s_per_image_amortised"] > summary["s_per_image"] > 0
@@ -121,7 +119,7 @@ def test_compile_through_dynamo_is_checked_and_timed(fluxs: LoadedPipeline, tmp_
     assert summary["used"] == "batch 1 + compile" and summary["compile_s"] >= 0
     same = _pixels(res) == _pixels(eager)
     assert summary["check"] == "bitwise" if same else summary["check"].startswith("PSNR")
-    assert (res.key == eager.key) == same
+    assert res.key != eager.key
     assert [_row(im)["compile"] for im in res.images] == [True] * 3
 
 
@@ -160,16 +158,22 @@ def test_eager_batch_1_needs_no_check(fluxs: LoadedPipeline, tmp_path: Path) -> 
     assert not recipes.checks and summary["check"].startswith("none needed") and res.generated == 1
 
 
-def test_the_key_records_only_what_changes_pixels() -> None:
-    from quantfake.generate import RECIPE_FIELDS
+def test_the_key_records_the_recipe_and_keeps_eager_keys(fluxs: LoadedPipeline) -> None:
+    keys = {request_key(fluxs, _req(b, c)) for b, c in ((1, False), (4, False), (1, True), (4, True))}
+    assert len(keys) == 4, "batch and compile can move pixels: each recipe has its own images"
+    ident = {"model": fluxs.model_key, "precision": "fp32", "device": "cpu", "text_encoders": fluxs.components,
+             **{k: v for k, v in dataclasses.asdict(_req(4)).items() if k not in ("n_images", "compile")}}
+    ident["prompts"] = list(ident["prompts"])
+    assert request_key(fluxs, _req(4)).endswith(config_hash(ident)), "stores made before compile was a field stay"
 
-    eager = _req(batch_size=1)
-    assert eager.pixel_recipe() == {"batch_size": 1}
-    assert _req(batch_size=4).pixel_recipe() == {"batch_size": 4}
-    assert _req(batch_size=4, compile=True).pixel_recipe() == {"batch_size": 4, "compile": True}
-    checked = dataclasses.replace(_req(batch_size=4, compile=True), bitwise_checked=True)
-    assert checked.pixel_recipe() == eager.pixel_recipe()
-    assert set(RECIPE_FIELDS) <= {f.name for f in dataclasses.fields(GenerationRequest)}
+
+def test_a_complete_eager_set_is_reused_for_any_recipe_unchecked(fluxs: LoadedPipeline, tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    eager = generate(fluxs, _req(batch_size=1, n_images=2), store, progress=False)
+    recipes = SessionRecipes(store)
+    res, summary = _planned(fluxs, _req(batch_size=4, compile=True, n_images=2), store, recipes)
+    assert not recipes.checks and not fluxs.compiled and res.key == eager.key and res.generated == 0
+    assert summary["pixels"] == "eager batch 1" and summary["check"].startswith("none needed")
 
 
 def test_bench_cells_state_the_check_and_a_bad_compile_is_refused(tmp_path: Path) -> None:
