@@ -235,6 +235,9 @@ def generation_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         if r.get("s_per_image") is not None:
             line += (f"; {r['s_per_image']:.3f} s/image, {r['s_per_image_amortised']:.3f} with check + compile"
                      f" ({r.get('generated')} made)")
+        eager = (r.get("check_detail") or {}).get("eager_s_per_image")
+        if eager is not None:
+            line += f"; eager batch 1 in the check: {eager:.3f} s/image"
         lines.append(line)
     return lines
 
