@@ -83,6 +83,11 @@ class LoadedPipeline:
         return self._eager if self._eager is not None else getattr(self.pipe, self.generator.denoiser)
 
     @property
+    def has_compiled(self) -> bool:
+        """Whether a torch.compile wrapper of the denoiser was built (dynamo may hold its graphs)."""
+        return self._compiled is not None
+
+    @property
     def compiled(self) -> bool:
         """Whether the pipelines currently call the denoiser through torch.compile."""
         return self._compiled is not None and getattr(self.pipe, self.generator.denoiser) is self._compiled

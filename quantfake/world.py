@@ -114,7 +114,11 @@ class World:
             self._pipes.move_to_end(key)
             return self._pipes[key]
         while len(self._pipes) >= self.max_pipelines:
-            self._pipes.popitem(last=False)
+            compiled = self._pipes.popitem(last=False)[1].has_compiled
+            if compiled:  # dynamo's caches may keep the evicted weights alive: drop them all
+                torch._dynamo.reset()
+                for kept in self._pipes.values():
+                    kept.compile_s = None  # their next compiled call compiles again, and is timed again
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
         lp = load_pipeline(generator, precision, self.o.profile, device=self.device, store=self.store,

@@ -176,6 +176,24 @@ def test_a_complete_eager_set_is_reused_for_any_recipe_unchecked(fluxs: LoadedPi
     assert summary["pixels"] == "eager batch 1" and summary["check"].startswith("none needed")
 
 
+def test_a_reloaded_pipeline_compiles_again_and_pays_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One pipeline at a time (as on a GPU): evicting a compiled one resets dynamo; its reload is timed again."""
+    from quantfake.options import build_options
+    from quantfake.world import World
+
+    monkeypatch.setattr(torch, "compile", compile_with("passthrough"))
+    world = World(build_options({"generators": "fluxs", "precisions": "fp32,w8", "n_images": "2", "n_real": "2",
+                                 "n_calibration": "2", "steps": "2", "batch_size": "1", "compile": True,
+                                 "store": str(tmp_path)}), max_pipelines=1)
+    first = world.generation[world.fakes("fluxs", "fp32", "txt2img").key]
+    world.fakes("fluxs", "w8", "txt2img")  # evicts fp32
+    again = world.generation[world.fakes("fluxs", "fp32", "img2img").key]
+    assert len(world.recipes.checks) == 2, "one check per generator x precision, not per load"
+    assert first["used"] == again["used"] == "batch 1 + compile" and again["check"] == first["check"]
+    assert first["compile_s"] is not None and again["compile_s"] is not None
+    assert again["recipe_overhead_s"] > 0 and again["s_per_image_amortised"] > again["s_per_image"]
+
+
 def test_bench_cells_state_the_check_and_a_bad_compile_is_refused(tmp_path: Path) -> None:
     """End to end: fidelity cells with --gen-batch-size 4 --compile, the compiler miscompiling (fault injection)."""
     import json
