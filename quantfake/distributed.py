@@ -43,7 +43,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("--size", "size", "image side in pixels (default: tiny 64, else native)"),
     ("--guidance", "guidance", "guidance scale (default: the generator's)"),
     ("--strength", "strength", "img2img strength (default 0.6)"),
-    ("--gen-batch-size", "batch_size", "images per generation batch"),
+    ("--gen-batch-size", "batch_size", "images per generation call (checked against eager batch 1, as in the bench)"),
     ("--seed", "seed", "seed offset (default 0)"),
     ("--device", "device", "cpu or cuda (default: this process's accelerator, else cpu)"),
     ("--vram-budget", "vram_budget", "GiB of GPU memory a pipeline may use (offload / VAE / batch chosen to fit)"),
@@ -54,6 +54,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
 FLAGS: tuple[tuple[str, str, str], ...] = (
     ("--quantize-text-encoders", "quantize_text_encoders", "quantize the text encoders too, not only the denoiser"),
     ("--no-repair", "no_repair", "stop on a corrupt store entry (naming it) instead of quarantining and regenerating it"),
+    ("--compile", "compile", "torch.compile the denoiser where its images match eager batch 1 (as in the bench)"),
 )
 
 
@@ -84,6 +85,7 @@ class TaskOutcome:
     status: str = "done"  # "done" | "unavailable" (precision cannot run here) | "missing" (no weights) |
     # "refused" (fits no recipe under --vram-budget)
     message: str = ""
+    recipe: str = ""  # the speed recipe used and its check against eager batch 1 (quantfake.recipes)
 
 
 def plan_jobs(o: BenchOptions, train_fakes: bool = True) -> list[Job]:
@@ -192,7 +194,9 @@ def run_jobs(o: BenchOptions, work: Iterable[tuple[Job, tuple[int, int]]], *, ra
                              for m, r in job.tasks[i:]]
                 bar.update(len(job.tasks) - i)
                 break  # the pipeline of this job cannot load: its other tasks fail the same way
-            outcomes.append(TaskOutcome(job.id, mode, role, res.generated, res.reused, res.seconds, res.key))
+            made = world.generation.get(res.key, {})
+            outcomes.append(TaskOutcome(job.id, mode, role, res.generated, res.reused, res.seconds, res.key,
+                                        recipe=f"{made.get('used')}: {made.get('check')}" if made else ""))
             bar.update(1)
     bar.close()
     for notice in world.take_notices():  # corrupt store entries regenerated, real images excluded
@@ -204,9 +208,10 @@ def summary_lines(outcomes: Sequence[TaskOutcome], rank: int = 0) -> list[str]:
     """A table of generated vs reused images per job and set, and a total line that scripts can read."""
     from tabulate import tabulate
 
-    rows = [(o.job, o.mode, o.role, o.generated, o.reused, f"{o.seconds:.1f}", o.status if o.status == "done"
-             else f"{o.status}: {o.message}") for o in outcomes]
-    table = tabulate(rows, headers=["job", "mode", "role", "generated", "reused", "seconds", "status"])
+    rows = [(o.job, o.mode, o.role, o.generated, o.reused, f"{o.seconds:.1f}", o.recipe,
+             o.status if o.status == "done" else f"{o.status}: {o.message}") for o in outcomes]
+    table = tabulate(rows, headers=["job", "mode", "role", "generated", "reused", "seconds", "recipe: check",
+                                    "status"])
     total_generated = sum(o.generated for o in outcomes)
     total_reused = sum(o.reused for o in outcomes)
     skipped = sum(o.status != "done" for o in outcomes)

@@ -5,6 +5,12 @@ guidance, size, init images), so per-image comparisons across precisions are pai
 fixed chunks aligned to the seed index: a chunk is regenerated whole (same batch composition, so bitwise the
 same pixels) only when one of its images is missing, and each image is written atomically. An interrupted
 run resumes; an identical rerun generates nothing.
+
+Speed recipes (``batch_size`` > 1, ``compile``) keep per-image seeds (one CPU generator per image, so image i
+draws the same initial noise whatever its batch) but may still move pixels: kernels differ with the batch shape,
+inductor fuses differently. The store key therefore always records the recipe, and the images of a recipe never
+pass for eager batch-1 images, even where :mod:`quantfake.recipes` found the two bitwise equal: its check covers
+the compared seeds only, and on a CPU one batch gave some images bitwise equal and others one grey level off.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,12 +68,18 @@ class GenerationRequest:
     batch_size: int = 8
     prompts: tuple[str, ...] = PROMPTS
     init_hashes: tuple[str, ...] = ()  # img2img: SHA-256 of the init images (order matters)
+    compile: bool = False  # the denoiser under torch.compile (a speed recipe, like batch_size > 1)
 
     def seeds(self) -> list[int]:
         return [self.seed_offset + i for i in range(self.n_images)]
 
     def prompt_for(self, seed: int) -> str:
         return self.prompts[seed % len(self.prompts)]
+
+    @property
+    def eager_batch1(self) -> bool:
+        """Whether this is the reference recipe every other one is checked against."""
+        return self.batch_size == 1 and not self.compile
 
 
 @dataclass
@@ -97,9 +108,21 @@ class GenerationResult:
     images: list[GeneratedImage]
     generated: int
     reused: int
-    seconds: float
+    seconds: float  # generating (a ready chunk's compute included), not reusing
     manifest: dict[str, Any] = field(default_factory=dict)
     repairs: list[StoreRepair] = field(default_factory=list)  # corrupt entries found, quarantined and regenerated
+    ready_s: float = 0.0  # compute seconds of a ready chunk that was used (made before ``generate`` was called)
+
+
+@dataclass
+class ChunkOutput:
+    """One pipeline call's images and final latents; ``key`` is the request's store key (where they belong)."""
+
+    key: str
+    seeds: list[int]
+    images: list[Image.Image]
+    latents: np.ndarray
+    seconds: float
 
 
 def request_key(loaded: LoadedPipeline, req: GenerationRequest) -> str:
@@ -111,6 +134,8 @@ def request_key(loaded: LoadedPipeline, req: GenerationRequest) -> str:
     if fit is not None and fit.recipe.vae_mode:  # sliced / tiled decoding changes pixels; offload does not
         ident["vae_decode"] = fit.recipe.vae_mode
     ident["versions"] = generation_versions(required_packages(loaded.precision))
+    if not req.compile:
+        del ident["compile"]  # eager keys stay those made before compile was a field
     return f"{loaded.generator.id}-{loaded.precision.id}-{req.mode}-{config_hash(ident)}"
 
 
@@ -121,15 +146,24 @@ def _chunks(seeds: list[int], batch: int, offset: int) -> dict[int, list[int]]:
     return out
 
 
+def missing_images(loaded: LoadedPipeline, req: GenerationRequest, store: Store) -> int:
+    """How many images of ``req`` its store folder lacks (0: ``generate`` would make nothing)."""
+    folder = store.image_dir(request_key(loaded, req))
+    return sum(not (folder / f"{s}.png").exists() for s in req.seeds())
+
+
 def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
              init_images: list[Image.Image] | None = None, progress: bool = True,
-             shard: tuple[int, int] = (0, 1), repair: bool = True) -> GenerationResult:
+             shard: tuple[int, int] = (0, 1), repair: bool = True, ready: ChunkOutput | None = None,
+             recipe: dict[str, Any] | None = None) -> GenerationResult:
     """Make (or reuse) the images of ``req`` with ``loaded``; return them in seed order.
 
     ``shard=(k, n)`` makes and returns only the chunks ``c`` with ``c % n == k``: ``quantfake generate`` spreads
     one heavy set over ``n`` GPUs that way. Chunks keep their composition, so the pixels are those of a whole run.
     Stored entries are verified first (:mod:`quantfake.integrity`): corrupt ones are quarantined and regenerated
     (listed in ``repairs``), or with ``repair=False`` raise :class:`~quantfake.errors.CorruptStoreError`.
+    ``ready``: a chunk already computed for this request (the recipe check's), used instead of recomputing it.
+    ``recipe``: how the recipe was checked, kept in the set's manifest (an earlier one stays when None).
     """
     if req.mode == "img2img" and not init_images:
         raise ValueError("img2img needs init images (the real set provides them)")
@@ -141,6 +175,8 @@ def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
     chunks = {c: s for c, s in _chunks(req.seeds(), req.batch_size, req.seed_offset).items() if c % count == index}
     seeds = sorted(s for chunk_seeds in chunks.values() for s in chunk_seeds)
     made, start = 0, time.perf_counter()
+    loaded.set_compiled(req.compile)
+    precomputed = 0.0
     with store.lock(key if count == 1 else f"{key}.shard{index}of{count}"):
         repairs = check_entries(folder, seeds, store.quarantine_dir, repair=repair)
         todo = {c: s for c, s in chunks.items() if any(not (folder / f"{x}.png").exists() for x in s)}
@@ -152,31 +188,46 @@ def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
             pending = []
             for chunk, chunk_seeds in sorted(todo.items()):
                 full = [req.seed_offset + chunk * req.batch_size + i for i in range(req.batch_size)]
-                write = _run_chunk(loaded, req, full, chunk_seeds, init_images)
-                pending.append(writer.submit(write, folder))
+                if ready is not None and ready.key == key and ready.seeds == full:
+                    out, precomputed = ready, ready.seconds
+                else:
+                    out = pipeline_call(loaded, req, full, init_images)
+                pending.append(writer.submit(_write_chunk, folder, loaded, req, out, chunk_seeds, package_versions()))
                 bar.update(len(chunk_seeds))
             made += sum(f.result() for f in pending)  # re-raises a failed write
         bar.close()
     images = [_read_entry(folder, s) for s in seeds]
     manifest = {"key": key, "generator": loaded.generator.id, "precision": loaded.precision.id,
                 "request": asdict(req), "model": loaded.model_key, "device": loaded.device,
-                "memory_fit": loaded.memory_fit.record() if loaded.memory_fit is not None else None}
+                "memory_fit": loaded.memory_fit.record() if loaded.memory_fit is not None else None,
+                "recipe": recipe or _read_manifest(folder).get("recipe")}
     atomic_write_json(folder / "request.json", manifest)
-    return GenerationResult(key, images, made, len(seeds) - made, time.perf_counter() - start, manifest, repairs)
+    return GenerationResult(key, images, made, len(seeds) - made, time.perf_counter() - start + precomputed,
+                            manifest, repairs=repairs, ready_s=precomputed)
 
 
-def _run_chunk(loaded: LoadedPipeline, req: GenerationRequest, chunk_seeds: list[int], wanted: list[int],
-               init_images: list[Image.Image] | None) -> Callable[[Path], int]:
-    """Generate a whole chunk (fixed composition); return the function that writes its wanted, missing images."""
+def stored_manifest(loaded: LoadedPipeline, req: GenerationRequest, store: Store) -> dict[str, Any]:
+    """The manifest of ``req``'s set as the store holds it ({} when none was written)."""
+    return _read_manifest(store.image_dir(request_key(loaded, req)))
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / "request.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def pipeline_call(loaded: LoadedPipeline, req: GenerationRequest, seeds: list[int],
+                  init_images: list[Image.Image] | None) -> ChunkOutput:
+    """One pipeline call for ``seeds`` (one CPU generator per seed, so image i's noise ignores the batch)."""
     pipe = loaded.for_mode(req.mode)
-    gens = [torch.Generator(device="cpu").manual_seed(s) for s in chunk_seeds]
+    gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
     kwargs: dict[str, Any] = dict(
-        prompt=[req.prompt_for(s) for s in chunk_seeds], num_inference_steps=req.steps,
+        prompt=[req.prompt_for(s) for s in seeds], num_inference_steps=req.steps,
         guidance_scale=req.guidance, generator=gens, output_type="pil", **loaded.generator.call_kwargs,
     )
     if req.mode == "img2img":
         kwargs.update(image=[init_images[s % len(init_images)].resize((req.size, req.size))
-                             for s in chunk_seeds], strength=req.strength)
+                             for s in seeds], strength=req.strength)
     if req.mode == "txt2img" or "height" in inspect.signature(pipe.__call__).parameters:
         kwargs.update(height=req.size, width=req.size)  # Flux img2img would otherwise use its default size
     latents: dict[str, torch.Tensor] = {}
@@ -188,24 +239,18 @@ def _run_chunk(loaded: LoadedPipeline, req: GenerationRequest, chunk_seeds: list
     start = time.perf_counter()
     with torch.inference_mode():
         out = pipe(**kwargs, callback_on_step_end=keep_latents, callback_on_step_end_tensor_inputs=["latents"])
-    per_image = (time.perf_counter() - start) / len(chunk_seeds)
-    final = latents["last"].float().cpu().numpy()
-    versions = package_versions()
-    images = list(out.images)
-
-    def write(folder: Path) -> int:
-        return _write_chunk(folder, loaded, req, chunk_seeds, wanted, images, final, per_image, versions)
-
-    return write
+    seconds = time.perf_counter() - start
+    return ChunkOutput(request_key(loaded, req), list(seeds), list(out.images),
+                       latents["last"].float().cpu().numpy(), seconds)
 
 
-def _write_chunk(folder: Path, loaded: LoadedPipeline, req: GenerationRequest, chunk_seeds: list[int],
-                 wanted: list[int], images: list[Image.Image], final: np.ndarray, per_image: float,
-                 versions: dict[str, Any]) -> int:
+def _write_chunk(folder: Path, loaded: LoadedPipeline, req: GenerationRequest, out: ChunkOutput,
+                 wanted: list[int], versions: dict[str, Any]) -> int:
     """Write the wanted, missing images of a chunk: latent, manifest, then the PNG (its presence = complete)."""
     device = loaded.device
+    images, final, per_image = out.images, out.latents, out.seconds / len(out.seeds)
     written = 0
-    for i, seed in enumerate(chunk_seeds):
+    for i, seed in enumerate(out.seeds):
         path = folder / f"{seed}.png"
         if seed not in wanted or path.exists():
             continue
@@ -217,7 +262,8 @@ def _write_chunk(folder: Path, loaded: LoadedPipeline, req: GenerationRequest, c
             "precision": loaded.precision.id, "mode": req.mode, "steps": req.steps, "guidance": req.guidance,
             "size": req.size, "strength": req.strength if req.mode == "img2img" else None,
             "init_sha256": (req.init_hashes[seed % len(req.init_hashes)] if req.init_hashes else None),
-            "model": loaded.model_key, "device": device, "seconds": per_image, "batch": chunk_seeds,
+            "model": loaded.model_key, "device": device, "seconds": per_image, "batch": out.seeds,
+            "compile": req.compile,
             "sha256": sha256_bytes(data), "latent_sha256": sha256_bytes(np_buf), "versions": versions,
         })
         atomic_write_bytes(path, data)  # the PNG last: its presence means the entry is complete

@@ -57,7 +57,10 @@ class LoadedPipeline:
     verification: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the memory fit (``quantfake.memory_placement.Placement``) under ``--vram-budget``; None: placed whole on device
     memory_fit: Any = None
+    compile_s: float | None = None  # the first compiled call's extra seconds, once measured (quantfake.recipes)
     _modes: dict[str, Any] = field(default_factory=dict, repr=False)
+    _eager: Any = field(default=None, repr=False)  # the denoiser as loaded
+    _compiled: Any = field(default=None, repr=False)  # its torch.compile wrapper (compiles at its first call)
 
     def for_mode(self, mode: str) -> Any:
         """The pipeline for ``mode``; img2img shares every component with txt2img (``from_pipe``)."""
@@ -81,7 +84,36 @@ class LoadedPipeline:
 
     @property
     def denoiser(self) -> torch.nn.Module:
-        return getattr(self.pipe, self.generator.denoiser)
+        """The denoiser as loaded (never its compiled wrapper)."""
+        return self._eager if self._eager is not None else getattr(self.pipe, self.generator.denoiser)
+
+    @property
+    def has_compiled(self) -> bool:
+        """Whether a torch.compile wrapper of the denoiser was built (dynamo may hold its graphs)."""
+        return self._compiled is not None
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the pipelines currently call the denoiser through torch.compile."""
+        return self._compiled is not None and getattr(self.pipe, self.generator.denoiser) is self._compiled
+
+    def set_compiled(self, on: bool) -> None:
+        """Let every mode's pipeline call the denoiser through ``torch.compile`` (built once) or eagerly again.
+
+        A swap of the pipeline attribute (as diffusers' docs do), not ``Module.compile`` in place, so eager stays
+        one assignment away: a recipe refused by :mod:`quantfake.recipes` falls back without reloading.
+        """
+        if not on and self._compiled is None:
+            return
+        name = self.generator.denoiser
+        if self._eager is None:
+            self._eager = getattr(self.pipe, name)
+        if on and self._compiled is None:
+            self._compiled = torch.compile(self._eager)
+        module = self._compiled if on else self._eager
+        for pipe in (self.pipe, *self._modes.values()):
+            if getattr(pipe, name) is not module:
+                setattr(pipe, name, module)
 
 
 def resolve_device(device: str | None = None) -> str:

@@ -51,6 +51,9 @@ def finish_session(options: BenchOptions, run_id: str, benchmark_json: str | Non
     record["samples"] = samples_from_cells(record["cells"])
     write_json_atomic(path, record)
     lines = [f"run record: {path} ({_status_counts(cells)})", *notice_lines(record)]
+    from quantfake.report.tables import generation_lines, generation_rows
+
+    lines += generation_lines(generation_rows(record["cells"]))
     if options.update_baselines:
         from quantfake.baselines import baseline_path, update_baselines
 

@@ -31,6 +31,7 @@ from quantfake.options import BenchOptions
 from quantfake.precisions import reference_precision
 from quantfake.prompts import prompts_sha256
 from quantfake.realdata import RealSet
+from quantfake.recipes import SessionRecipes
 from quantfake.results import CellResult
 from quantfake.store import Store, config_hash
 
@@ -62,6 +63,8 @@ class World:
         self.trainings: dict[str, dict[str, Any]] = {}
         self.notices: list[dict[str, Any]] = []  # for the run record and the terminal summary (take_notices)
         self.real_shortfall: str | None = None  # "evaluation 4 of 16, ..." when a pool came out smaller than asked
+        self.recipes = SessionRecipes(self.store)
+        self.generation: dict[str, dict[str, Any]] = {}  # per generation key: recipe, its check, s/image
 
     # ---------------------------------------------------------------- real images
     def real_pools(self) -> dict[str, RealSet]:
@@ -120,7 +123,11 @@ class World:
             self._pipes.move_to_end(key)
             return self._pipes[key]
         while len(self._pipes) >= self.max_pipelines:
-            self._pipes.popitem(last=False)
+            compiled = self._pipes.popitem(last=False)[1].has_compiled
+            if compiled:  # dynamo's caches may keep the evicted weights alive: drop them all
+                torch._dynamo.reset()
+                for kept in self._pipes.values():
+                    kept.compile_s = None  # their next compiled call compiles again, and is timed again
             if self.device.startswith("cuda"):
                 from quantfake.efficiency import free_cached_memory
 
@@ -159,13 +166,16 @@ class World:
             steps=steps,
             guidance=o.guidance if o.guidance is not None else spec.default_guidance,
             size=spec.native_size if o.size is None else o.size, strength=o.strength, batch_size=o.batch_size,
-            init_hashes=tuple(init.ids) if init else (), **({"prompts": prompts} if prompts else {}),
+            compile=o.compile, init_hashes=tuple(init.ids) if init else (),
+            **({"prompts": prompts} if prompts else {}),
         )
 
     def fakes(self, generator: str, precision: str, mode: str, role: str = "eval",
               shard: tuple[int, int] = (0, 1)) -> GenerationResult:
         """Generate (or reuse from the store) the fakes of one generator x precision x mode.
 
+        The speed recipe asked for (``--gen-batch-size``, ``--compile``) is used only as far as its check against
+        eager batch 1 allows (:mod:`quantfake.recipes`); :attr:`generation` records what was used and why.
         ``shard=(k, n)``: only that share of the set's chunks (``quantfake generate`` on several GPUs); not cached.
         """
         key = (generator, precision, mode, role)
@@ -177,7 +187,10 @@ class World:
         if loaded.memory_fit is not None:  # the batch the memory fit allows (seeds, and so pairing, unchanged)
             req = dataclasses.replace(req, batch_size=loaded.memory_fit.recipe.batch)
         init = self.real_pools()["init"].images if mode == "img2img" else None
-        res = generate(loaded, req, self.store, init_images=init, shard=shard, repair=self.o.repair)
+        plan = self.recipes.plan(loaded, req, init)
+        res = generate(loaded, plan.request, self.store, init_images=init, shard=shard, repair=self.o.repair,
+                       ready=plan.ready, recipe=plan.manifest)
+        self.generation[res.key] = plan.summary(res)
         self.notices += [{"kind": "store_repair", **r.as_record(),
                           "message": f"regenerated corrupt store entry {r.path}: {r.reason} (moved to {r.quarantined_to})"}
                          for r in res.repairs]
@@ -330,6 +343,7 @@ class World:
         fake_res = self.fakes(cell.generator, cell.precision, cell.mode)
         extra = {"detector": det.describe(), "generation_key": fake_res.key,
                  **_memory_fits(memory_fit=fake_res),
+                 "generation": self.generation.get(fake_res.key),
                  "prompts_sha256": prompts_sha256(tuple(fake_res.manifest["request"]["prompts"])),
                  "sample_paths": [str(im.path.resolve()) for im in fake_res.images[:4]],
                  "tiny_training": self.trainings.get(detector_token(cell.detector, cell.representation))}
@@ -346,10 +360,15 @@ class World:
             ci95={k: [v.lo, v.hi] for k, v in ci.items()}, se={k: v.se for k, v in ci.items()},
             n={"real": int(len(s["real"])), "fake": int(len(s["fake"])), "calibration": int(len(s["calibration"]))},
             paired=paired, scores={"real": s["real"].tolist(), "fake": s["fake"].tolist()},
-            timings={"cell_s": time.perf_counter() - start, "generation_s": fake_res.seconds,
-                     "generated": fake_res.generated},
+            timings={"cell_s": time.perf_counter() - start, **self._generation_timings(fake_res)},
             extra=extra,
         )
+
+    def _generation_timings(self, res: GenerationResult) -> dict[str, Any]:
+        """The set's generation seconds and what its speed recipe cost on top (check, compile)."""
+        record = self.generation.get(res.key) or {}
+        return {"generation_s": res.seconds, "generated": res.generated,
+                "recipe_overhead_s": record.get("recipe_overhead_s", 0.0), "compile_s": record.get("compile_s")}
 
     def _format_warnings_for(self, generator: str, precision: str, mode: str) -> list[str]:
         """Once per image set, not once per detector."""
@@ -401,6 +420,8 @@ class World:
         metrics["identical_fraction"] = float(np.mean(~np.isfinite(np.asarray(drift["psnr_db"], dtype=float))))
         extra: dict[str, Any] = {"reference_precision": ref, "generation_key": q.key,
                                  **_memory_fits(memory_fit=q, reference_memory_fit=r),
+                                 "generation": self.generation.get(q.key),
+                                 "reference_generation": self.generation.get(r.key),
                                  "sample_paths": [str(im.path.resolve()) for im in q.images[:4]], "per_image": {k: list(map(float, v))
                                                                            for k, v in per_image.items()}}
         extra.update(self._distribution_metrics(r, q))

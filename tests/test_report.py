@@ -235,3 +235,21 @@ def test_cli_latest_with_history(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "# quantfake report: 20260102T000000Z-0000abc1" in md
     assert "## History" in md and "verdict" in md  # compare_runs rows rendered
     assert main(["nope", "--history", str(history)]) == 2
+
+
+def test_generation_lines_count_outcomes_when_there_are_many_sets() -> None:
+    """Per set while few; counted by outcome (with the lowest PSNR) when a grid makes many sets."""
+    from quantfake.report.tables import MAX_GENERATION_LINES, generation_lines, generation_rows
+
+    checks = ["bitwise", "PSNR 51.2 dB", "PSNR 47.9 dB with batch 4 (refused: batch 4 + compile: PSNR 30.0 dB < 40 dB)",
+              "refused: batch 16: PSNR 31.0 dB < 40 dB; eager batch 1 used"]
+    cells = [{"extra": {"generation": {"key": f"k{i}", "generator": "sd3", "precision": f"p{i}", "mode": "txt2img",
+                                       "requested": "batch 16", "used": "batch 16", "check": checks[i % 4]}}}
+             for i in range(MAX_GENERATION_LINES + 4)]
+    rows = generation_rows(cells + cells[:2])  # a set appears in several cells: listed once
+    assert len(rows) == MAX_GENERATION_LINES + 4
+    assert generation_lines(rows[:2])[0].startswith("generation sd3-p0-txt2img: batch 16 -> batch 16: bitwise")
+    (line,) = generation_lines(rows)
+    assert line == (f"generation recipes of {len(rows)} image sets vs eager batch 1: 8 PSNR >= 40 dB, 4 bitwise, "
+                    "4 refused (lowest PSNR 47.9 dB)")
+    assert generation_lines([{**rows[0], "requested": "eager batch 1"}]) == []

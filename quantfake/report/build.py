@@ -38,6 +38,7 @@ def assemble_report(record: Mapping[str, Any], base_dir: Path, bench: pd.DataFra
     optional: list[Section | None] = [
         sections.fidelity_section(cells),
         sections.efficiency_section(bench),
+        sections.generation_section(record),
         sections.samples_section(record, base_dir),
         sections.history_section(history, comparison_rows, trend_metric),
     ]

@@ -24,6 +24,7 @@ __all__ = [
     "paired_section",
     "fidelity_section",
     "efficiency_section",
+    "generation_section",
     "samples_section",
     "history_section",
     "environment_section",
@@ -128,6 +129,17 @@ def efficiency_section(bench: pd.DataFrame) -> Section | None:
                                           "Peak memory vs latency; one marker per precision."))
     section.blocks.append(Table(tables.efficiency_table(bench), "pytest-benchmark results."))
     return section
+
+
+def generation_section(record: Mapping[str, Any]) -> Section | None:
+    """How each image set was made: the speed recipe, its check against eager batch 1, compile time, s/image."""
+    table = tables.generation_table(tables.generation_rows(record.get("cells", [])))
+    if table.empty:
+        return None
+    return Section("Generation", [Table(table, (
+        "A speed recipe (batch > 1, torch.compile) is used only if its first chunk matches eager batch-1 images of the "
+        "same seeds, bitwise or at PSNR >= 40 dB (worst compared image); else it is refused and the set made "
+        "eagerly. Check and compile seconds are charged to the set that paid them."))])
 
 
 def samples_section(record: Mapping[str, Any], base_dir: Path) -> Section | None:

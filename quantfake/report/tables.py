@@ -26,6 +26,9 @@ __all__ = [
     "paired_table",
     "fidelity_table",
     "efficiency_table",
+    "generation_rows",
+    "generation_table",
+    "generation_lines",
     "environment_table",
     "packages_table",
     "comparison_table",
@@ -183,6 +186,83 @@ def _memory_fit_column(row: dict[str, Any], source: Any) -> None:
     label = source.get("memory_fit") if hasattr(source, "get") else None
     if isinstance(label, str):
         row["memory fit"] = label
+
+
+def generation_rows(cells: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each image set of the run once (by store key): its speed recipe, the recipe's check, seconds per image.
+
+    From the cells' ``extra.generation`` (and a fidelity cell's ``extra.reference_generation``), written by
+    :mod:`quantfake.recipes`.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for cell in cells:
+        extra = cell.get("extra") or {}
+        for entry in (extra.get("generation"), extra.get("reference_generation")):
+            if isinstance(entry, Mapping) and entry.get("key"):
+                rows.setdefault(str(entry["key"]), dict(entry))
+    return sorted(rows.values(), key=lambda r: (str(r.get("generator")), str(r.get("precision")),
+                                                str(r.get("mode")), str(r.get("key"))))
+
+
+def _set_name(row: Mapping[str, Any]) -> str:
+    return f"{row.get('generator')}-{row.get('precision')}-{row.get('mode')}"
+
+
+def generation_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Recipe asked and used, its check against eager batch 1, compile seconds, s/image with and without them."""
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame([{
+        "image set": _set_name(r), "asked": fmt(r.get("requested")), "used": fmt(r.get("used")),
+        "check vs eager batch 1": fmt(r.get("check")), "compile s": fmt(r.get("compile_s"), 1),
+        "s/image": fmt(r.get("s_per_image"), 3), "s/image incl. check + compile": fmt(r.get("s_per_image_amortised"), 3),
+        "made/reused": f"{fmt(r.get('generated'), 0)}/{fmt(r.get('reused'), 0)}",
+    } for r in rows])
+
+
+#: above this many image sets the terminal gets one line per check outcome instead of one per set
+MAX_GENERATION_LINES = 12
+
+
+def generation_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Terminal lines: how each set's speed recipe was checked (per set, or counted when there are many)."""
+    asked = [r for r in rows if r.get("requested") not in (None, "eager batch 1")]
+    if not asked:
+        return []
+    if len(asked) > MAX_GENERATION_LINES:
+        counts: dict[str, int] = {}
+        for r in asked:
+            counts[_outcome(r)] = counts.get(_outcome(r), 0) + 1
+        psnrs = [_psnr_of(r) for r in asked if _outcome(r) == "PSNR >= 40 dB"]
+        return [f"generation recipes of {len(asked)} image sets vs eager batch 1: "
+                + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+                + (f" (lowest PSNR {min(psnrs):.1f} dB)" if psnrs else "")]
+    lines = []
+    for r in asked:
+        line = f"generation {_set_name(r)}: {r['requested']} -> {r.get('used')}: {r.get('check')}"
+        if r.get("compile_s") is not None:
+            line += f"; compile {r['compile_s']:.1f} s"
+        if r.get("s_per_image") is not None:
+            line += (f"; {r['s_per_image']:.3f} s/image, {r['s_per_image_amortised']:.3f} with check + compile"
+                     f" ({r.get('generated')} made)")
+        eager = (r.get("check_detail") or {}).get("eager_s_per_image")
+        if eager is not None:
+            line += f"; eager batch 1 in the check: {eager:.3f} s/image"
+        lines.append(line)
+    return lines
+
+
+def _outcome(row: Mapping[str, Any]) -> str:
+    """bitwise, PSNR >= 40 dB, refused, or not checked (every image was already in the store)."""
+    check = str(row.get("check", ""))
+    for prefix, outcome in (("bitwise", "bitwise"), ("PSNR", "PSNR >= 40 dB"), ("refused", "refused")):
+        if check.startswith(prefix):
+            return outcome
+    return "not checked"
+
+
+def _psnr_of(row: Mapping[str, Any]) -> float:
+    return float(str(row.get("check", "")).split()[1])
 
 
 def environment_table(record: Mapping[str, Any]) -> pd.DataFrame:
