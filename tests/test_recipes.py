@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from quantfake.environment import generation_versions
 from quantfake.fidelity import psnr
 from quantfake.generate import GenerationRequest, GenerationResult, generate, request_key
 from quantfake.loading import LoadedPipeline, load_pipeline
+from quantfake.precisions import required_packages
 from quantfake.recipes import MIN_PSNR_DB, SessionRecipes, probe_positions, recipe_label
 from quantfake.store import Store, config_hash
 from tests.plugins.fake_compile import compile_with
@@ -164,7 +166,8 @@ def test_the_key_records_the_recipe_and_keeps_eager_keys(fluxs: LoadedPipeline) 
     ident = {"model": fluxs.model_key, "precision": "fp32", "device": "cpu", "text_encoders": fluxs.components,
              **{k: v for k, v in dataclasses.asdict(_req(4)).items() if k not in ("n_images", "compile")}}
     ident["prompts"] = list(ident["prompts"])
-    assert request_key(fluxs, _req(4)).endswith(config_hash(ident)), "stores made before compile was a field stay"
+    ident["versions"] = generation_versions(required_packages(fluxs.precision))
+    assert request_key(fluxs, _req(4)).endswith(config_hash(ident)), "eager keys hold no compile field"
 
 
 def test_a_complete_eager_set_is_reused_for_any_recipe_unchecked(fluxs: LoadedPipeline, tmp_path: Path) -> None:
