@@ -17,9 +17,13 @@ from quantfake.options import build_options
 
 
 def test_cell_params_follow_the_options() -> None:
-    o = build_options({"generators": "sd3,flux", "precisions": "fp32,nf4", "detectors": "npr"})
-    assert [i for i, _ in cell_params("effic_cell", o)] == [
-        "effic-sd3-fp32", "effic-sd3-nf4", "effic-flux-fp32", "effic-flux-nf4"]
+    o = build_options({"generators": "sd3,flux", "precisions": "fp32,nf4", "detectors": "npr", "device": "cpu"})
+    assert [i for i, _ in cell_params("effic_cell", o)] == [  # a pipeline's step and end-to-end cells side by side
+        "effic-sd3-fp32", "effic-e2e-sd3-fp32-b1", "effic-sd3-nf4", "effic-e2e-sd3-nf4-b1",
+        "effic-flux-fp32", "effic-e2e-flux-fp32-b1", "effic-flux-nf4", "effic-e2e-flux-nf4-b1"]
+    on_gpu = build_options({"generators": "sd3", "precisions": "nf4", "device": "cuda"})
+    assert [i for i, _ in cell_params("effic_cell", on_gpu)] == [
+        "effic-sd3-nf4", "effic-e2e-sd3-nf4-b1", "effic-e2e-sd3-nf4-b4"]
     assert [i for i, _ in cell_params("overhead_generator", o)] == ["effic-overhead-sd3", "effic-overhead-flux"]
     assert all(i.startswith("effic-det-npr-") for i, _ in cell_params("det_cell", o))
     random = build_options({"profile": "random", "generators": "sd3"})
@@ -67,3 +71,13 @@ def test_overhead_guard_is_inconclusive_only_when_its_ci_spans_the_band() -> Non
     assert "inconclusive" in overhead_inconclusive(noisy) and "0.510..1.720" in overhead_inconclusive(noisy)
     slow = {"generator": "sd3", "overhead_ratio_ci95": [1.30, 1.40], "overhead_tolerance": 0.25}
     assert overhead_inconclusive(slow) is None  # a clear slow-down is judged (and fails the guard)
+
+
+def test_every_timed_measurement_has_rounds_for_a_confidence_interval() -> None:
+    from quantfake.efficiency.runner import ROUNDS, rounds_for
+
+    for device in ("cpu", "cuda:1"):
+        for measure in ("step", "e2e", "e2e_batch", "detector"):
+            warmup, rounds = rounds_for(device, measure)
+            assert warmup >= 1 and rounds >= 2, (device, measure)
+    assert rounds_for("cuda:0", "e2e_batch") == ROUNDS["cuda"]["e2e_batch"]

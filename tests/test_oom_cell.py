@@ -47,6 +47,9 @@ def test_an_oom_efficiency_cell_is_red_and_its_json_says_so(tmp_path: Path) -> N
     env.update(QF_TEST_OOM_PRECISION="none", QF_TEST_OOM_STEP="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 1 and "out of memory (recorded in the benchmark JSON" in out, out[-3000:]
+    assert proc.returncode == 1 and "out of memory (recorded in the run record and the benchmark JSON" in out, out[-3000:]
     (entry,) = json.loads(bench_json.read_text())["benchmarks"]
     assert entry["extra_info"]["oom"] is True and "injected" in entry["extra_info"]["oom_error"]
+    (record,) = (tmp_path / "history").glob("*.json")
+    (cell,) = json.loads(record.read_text())["cells"]  # an error cell: a later compare counts it lost
+    assert cell["cell_id"] == "effic-fluxs-w8" and cell["status"] == "error" and "out of memory" in cell["message"]

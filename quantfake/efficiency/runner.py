@@ -118,9 +118,10 @@ def e2e_batches(device: str) -> tuple[int, ...]:
 
 def xdist_group(cell_id: str, value: Any) -> str:
     """The pytest-xdist group of an efficiency cell: a generator x precision's cells share one worker (and one
-    loaded pipeline); other cells go alone."""
+    loaded pipeline); other cells go alone. (``quantfake.scheduling.group_of_nodeid`` reads the same name back
+    from the cell id where pytest drops xdist's group suffix.)"""
     if isinstance(value, EfficiencyCell):
-        return f"effic@{value.generator}-{value.precision}"
+        return f"effic-{value.generator}-{value.precision}"
     return cell_id
 
 
@@ -156,7 +157,11 @@ def end_cell() -> None:
 def rounds_for(device: str, measure: str) -> tuple[int, int]:
     """``(warmup, rounds)`` of one measurement on a device string (``cuda:1`` -> cuda; see :data:`ROUNDS`)."""
     table = ROUNDS[torch.device(device).type]
-    return table.get(measure, table["e2e"] if measure.startswith("e2e") else table["step"])
+    if measure == "e2e_batch" and measure not in table:  # no larger batches on this device type
+        measure = "e2e"
+    if measure not in table:
+        raise ValueError(f"unknown efficiency measurement {measure!r}; accepted: {', '.join(table)}")
+    return table[measure]
 
 
 def store_for(options: Any) -> Any:
@@ -170,6 +175,7 @@ def common_fields(device: str, profile: str) -> dict[str, Any]:
     """Report fields every cell records: where and with what it ran."""
     info = device_info(device)
     return {"profile": profile, "device": device, "device_name": info.get("name"),
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
             "float32_matmul_precision": torch.get_float32_matmul_precision(), "torch_version": torch.__version__}
 
 
