@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from quantfake.efficiency import record
 from quantfake.efficiency.cells import (
     DETECTOR_BATCHES,
     DETECTOR_DTYPES,
@@ -34,7 +35,6 @@ from quantfake.efficiency.cells import (
     step_batch,
     uses_cfg,
 )
-from quantfake.efficiency import record
 from quantfake.efficiency.devices import device_info, synchronize
 from quantfake.efficiency.oom import free_cached_memory
 from quantfake.efficiency.timing import Sampler, TimingStats
