@@ -54,7 +54,8 @@ def costs_from_files(paths: Iterable[str | Path]) -> Costs:
                 cell_rest.append(per_cell)
         for b in data.get("benchmarks", []):
             e = b.get("extra_info") or {}
-            if e.get("generator") and e.get("precision") and e.get("e2e_ms_per_image"):
+            batch1 = e.get("e2e_images", 1) == 1  # a run generates one image per call; larger batches are extra
+            if e.get("generator") and e.get("precision") and e.get("e2e_ms_per_image") and batch1:
                 g, p = e["generator"], e["precision"]
                 costs.per_image.setdefault((g, p, "txt2img"), e["e2e_ms_per_image"] / 1e3)
                 costs.steps.setdefault((g, p, "txt2img"), e.get("e2e_steps") or _default_steps(g))

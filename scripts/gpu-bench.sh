@@ -4,11 +4,13 @@
 #   1. pytest bench --profile $PROFILE (one xdist worker per GPU when there are several) with the options given
 #   2. first run on a runner (no baselines/$PROFILE.json): the run records the baselines instead of failing every
 #      cell, then the script exits 3 naming the file to review and commit (as pytest-regressions does)
-#   3. with two run records in $HISTORY: quantfake compare previous latest, which fails on a significant
-#      regression or on a cell of the previous run that is missing, skipped or errored now
+#   3. with two run records in $HISTORY: quantfake compare previous latest ($COMPARE_OPTIONS added), which fails
+#      on a significant regression (quality, latency, memory) or on a cell of the previous run that is missing,
+#      skipped or errored now
 #
 # Usage: [PROFILE=pretrained] [HISTORY=reports/history] [BASELINES_DIR=baselines] [NUM_GPUS=N] \
-#          [BENCH_PATHS="bench/test_detection.py ..."] scripts/gpu-bench.sh [pytest bench options]
+#          [BENCH_PATHS="bench/test_detection.py ..."] [COMPARE_OPTIONS="--efficiency-tolerance latency_ms=0.2"] \
+#          scripts/gpu-bench.sh [pytest bench options]
 # Exit: 0 passed; 1 a cell failed or the gate failed; 3 baselines were created (commit them, rerun).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +41,8 @@ if [ "$FIRST" = 1 ]; then
 fi
 RUNS=$(ls "$HISTORY"/*.json 2>/dev/null | wc -l)
 if [ "$RUNS" -ge 2 ]; then
-  "$PYTHON" -m quantfake.cli compare previous latest --history "$HISTORY" || RC=1
+  # shellcheck disable=SC2086  # COMPARE_OPTIONS is a list of options
+  "$PYTHON" -m quantfake.cli compare previous latest --history "$HISTORY" ${COMPARE_OPTIONS:-} || RC=1
 else
   echo "one run record in $HISTORY: nothing to compare against yet"
 fi

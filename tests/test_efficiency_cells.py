@@ -11,6 +11,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from quantfake.efficiency import count_flops, weights_bytes
 from quantfake.efficiency.cells import (
+    EfficiencyCell,
     denoiser_inputs,
     detector_cells,
     detector_input_size,
@@ -166,6 +167,10 @@ def test_cell_ids_come_from_the_registries() -> None:
         "effic-sd15-fp32", "effic-sd15-fp32-compile", "effic-sd15-nf4", "effic-sd15-nf4-compile",
         "effic-flux-fp32", "effic-flux-fp32-compile", "effic-flux-nf4", "effic-flux-nf4-compile",
     ]
+    assert [c.id for c in efficiency_cells(["sd3"], ["nf4"], (True,), e2e_batches=(1, 4))] == [
+        "effic-sd3-nf4-compile", "effic-e2e-sd3-nf4-b1-compile", "effic-e2e-sd3-nf4-b4-compile"]
+    with pytest.raises(ValueError, match="accepted: step, e2e"):
+        EfficiencyCell("sd3", "nf4", measure="decode")
     with pytest.raises(UnknownIdError, match="valid precision ids: fp32"):
         efficiency_cells(["sd15"], ["int3"])
     with pytest.raises(UnknownIdError, match="valid generator ids"):

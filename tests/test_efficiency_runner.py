@@ -17,9 +17,13 @@ from quantfake.options import build_options
 
 
 def test_cell_params_follow_the_options() -> None:
-    o = build_options({"generators": "sd3,flux", "precisions": "fp32,nf4", "detectors": "npr"})
-    assert [i for i, _ in cell_params("effic_cell", o)] == [
-        "effic-sd3-fp32", "effic-sd3-nf4", "effic-flux-fp32", "effic-flux-nf4"]
+    o = build_options({"generators": "sd3,flux", "precisions": "fp32,nf4", "detectors": "npr", "device": "cpu"})
+    assert [i for i, _ in cell_params("effic_cell", o)] == [  # a pipeline's step and end-to-end cells side by side
+        "effic-sd3-fp32", "effic-e2e-sd3-fp32-b1", "effic-sd3-nf4", "effic-e2e-sd3-nf4-b1",
+        "effic-flux-fp32", "effic-e2e-flux-fp32-b1", "effic-flux-nf4", "effic-e2e-flux-nf4-b1"]
+    on_gpu = build_options({"generators": "sd3", "precisions": "nf4", "device": "cuda"})
+    assert [i for i, _ in cell_params("effic_cell", on_gpu)] == [
+        "effic-sd3-nf4", "effic-e2e-sd3-nf4-b1", "effic-e2e-sd3-nf4-b4"]
     assert [i for i, _ in cell_params("overhead_generator", o)] == ["effic-overhead-sd3", "effic-overhead-flux"]
     assert all(i.startswith("effic-det-npr-") for i, _ in cell_params("det_cell", o))
     random = build_options({"profile": "random", "generators": "sd3"})
@@ -73,12 +77,22 @@ def test_e2e_batches_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     from quantfake.efficiency.runner import E2E_BATCHES, E2E_BATCHES_ENV, e2e_batches
 
     monkeypatch.delenv(E2E_BATCHES_ENV, raising=False)
-    assert e2e_batches() == E2E_BATCHES
+    assert e2e_batches("cuda:0") == (1, *E2E_BATCHES) and e2e_batches("cpu") == (1,)
     monkeypatch.setenv(E2E_BATCHES_ENV, "")
-    assert e2e_batches() == ()
+    assert e2e_batches("cuda:0") == (1,)
     monkeypatch.setenv(E2E_BATCHES_ENV, "2,8")
-    assert e2e_batches() == (2, 8)
+    assert e2e_batches("cuda:0") == (1, 2, 8)
     for bad in ("1", "four"):
         monkeypatch.setenv(E2E_BATCHES_ENV, bad)
         with pytest.raises(ValueError, match=f"{E2E_BATCHES_ENV}={bad!r}: expected"):
-            e2e_batches()
+            e2e_batches("cuda:0")
+
+
+def test_every_timed_measurement_has_rounds_for_a_confidence_interval() -> None:
+    from quantfake.efficiency.runner import ROUNDS, rounds_for
+
+    for device in ("cpu", "cuda:1"):
+        for measure in ("step", "e2e", "e2e_batch", "detector"):
+            warmup, rounds = rounds_for(device, measure)
+            assert warmup >= 1 and rounds >= 2, (device, measure)
+    assert rounds_for("cuda:0", "e2e_batch") == ROUNDS["cuda"]["e2e_batch"]

@@ -66,11 +66,14 @@ def test_ci_efficiency_cells_cover_generators_precisions_and_detectors() -> None
     o = build_options({})
     effic = [cell for _id, cell in cell_params("effic_cell", o)]
     assert {c.generator for c in effic} == set(GENERATORS) and {c.precision for c in effic} == set(PRECISIONS)
+    e2e = [c for c in effic if c.measure == "e2e"]  # the end-to-end path once, on the cheapest pipeline
+    assert [(c.generator, c.precision, c.images) for c in e2e] == [(cheapest_generator(o), "fp32", 1)]
     assert [g for _id, g in cell_params("overhead_generator", o)] == [cheapest_generator(o)]
     dets = [cell for _id, cell in cell_params("det_cell", o)]
     assert {c.detector for c in dets} == set(DETECTORS) and len(dets) == len(DETECTORS)
     full = build_options({"grid": "full", "generators": "sd3,flux", "precisions": "fp32,nf4"})
-    assert len(cell_params("effic_cell", full)) == 4 and "det_cell" in PARAMETRIZED_FIXTURES
+    steps = [c for _id, c in cell_params("effic_cell", full) if c.measure == "step"]
+    assert len(steps) == 4 and "det_cell" in PARAMETRIZED_FIXTURES
 
 
 def test_slow_half_sets_go_to_cheap_generators_and_ci_fits_an_avx2_cpu() -> None:

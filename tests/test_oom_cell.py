@@ -54,9 +54,11 @@ def test_an_oom_efficiency_cell_is_red_and_its_json_says_so(tmp_path: Path) -> N
     proc, out = _bench(tmp_path, ["bench/test_efficiency.py", "-p", "tests.plugins.oom_cell", "--generators=fluxs",
                                   "--precisions=w8", "-k", "effic-fluxs-w8", f"--benchmark-json={bench_json}"],
                        QF_TEST_OOM_PRECISION="none", QF_TEST_OOM_STEP="1")
-    assert proc.returncode == 1 and "out of memory (recorded in the benchmark JSON" in out, out[-3000:]
+    assert proc.returncode == 1 and "out of memory (recorded in the run record and the benchmark JSON" in out, out[-3000:]
     (entry,) = json.loads(bench_json.read_text())["benchmarks"]
     assert entry["extra_info"]["oom"] is True and "injected" in entry["extra_info"]["oom_error"]
+    cell = _cells(tmp_path)["effic-fluxs-w8"]  # an error cell: a later compare counts it lost
+    assert cell["status"] == "error" and "out of memory" in cell["message"]
 
 
 def _tiny_memory(tmp_path: Path, precision: str):
@@ -110,4 +112,4 @@ def test_an_efficiency_cell_records_its_memory_fit(tmp_path: Path) -> None:
     (entry,) = json.loads(bench_json.read_text())["benchmarks"]
     fit = entry["extra_info"]["memory_fit"]
     assert fit["summary"] == "as is, batch 1" and fit["budget_gib"] == 2.0 and fit["cap"].startswith("none on cpu")
-    assert entry["extra_info"]["e2e_ms_per_image"] > 0
+    assert entry["extra_info"]["step_ms"] > 0

@@ -16,7 +16,7 @@ from quantfake.efficiency.flops import achieved_tflops, count_flops, measure_mat
 from quantfake.efficiency.memory import PeakMemory, current_rss_bytes, max_rss_bytes, peak_memory
 from quantfake.efficiency.oom import free_cached_memory, is_oom
 from quantfake.efficiency.overhead import OverheadComparison, compare_overhead
-from quantfake.efficiency.timing import Timer, TimingStats, time_callable
+from quantfake.efficiency.timing import Sampler, Timer, TimingStats, time_callable, timer_sampler
 from quantfake.efficiency.weights import (
     component_weights_bytes,
     iter_storage_tensors,
@@ -25,9 +25,9 @@ from quantfake.efficiency.weights import (
 )
 
 __all__ = [
-    "DeviceLike", "OverheadComparison", "PeakMemory", "Timer", "TimingStats", "achieved_tflops", "as_device",
+    "DeviceLike", "OverheadComparison", "PeakMemory", "Sampler", "Timer", "TimingStats", "achieved_tflops", "as_device",
     "compare_overhead", "component_weights_bytes", "count_flops", "cpu_info", "current_rss_bytes", "device_info",
     "free_cached_memory", "is_oom", "iter_storage_tensors", "max_rss_bytes", "measure_matmul_peak_tflops",
     "nvidia_driver_version", "peak_memory", "roofline_fraction", "supports_float8", "synchronize",
-    "time_callable", "weights_bytes", "weights_bytes_by_dtype",
+    "time_callable", "timer_sampler", "weights_bytes", "weights_bytes_by_dtype",
 ]

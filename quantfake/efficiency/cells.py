@@ -28,7 +28,7 @@ from quantfake.efficiency.flops import achieved_tflops, count_flops, measure_mat
 from quantfake.efficiency.memory import PeakMemory, peak_memory
 from quantfake.efficiency.oom import free_cached_memory, is_oom
 from quantfake.efficiency.overhead import compare_overhead
-from quantfake.efficiency.timing import time_callable
+from quantfake.efficiency.timing import Sampler, TimingStats, timer_sampler
 from quantfake.efficiency.weights import component_weights_bytes, weights_bytes
 from quantfake.generators import GeneratorSpec, get_generator
 from quantfake.tiny import TINY_VAE_FACTOR
@@ -51,17 +51,32 @@ DETECTOR_BATCHES: tuple[int, ...] = (1, 64)
 # the cell grid
 
 
+#: what a generator efficiency cell times: one denoiser step, or whole images end to end (a batch of ``images``)
+MEASURES: tuple[str, ...] = ("step", "e2e")
+
+
 @dataclass(frozen=True)
 class EfficiencyCell:
-    """One generator x precision (x compiled or eager) efficiency measurement."""
+    """One generator x precision (x compiled or eager) efficiency measurement: a denoiser step or ``images``
+    images end to end. Each is its own pytest-benchmark entry (one timed function per benchmark)."""
 
     generator: str
     precision: str
     compile: bool = False
+    measure: str = "step"
+    images: int = 1
+
+    def __post_init__(self) -> None:
+        if self.measure not in MEASURES:
+            raise ValueError(f"unknown efficiency measure {self.measure!r}; accepted: {', '.join(MEASURES)}")
+        if self.images < 1:
+            raise ValueError(f"images must be >= 1, got {self.images}")
 
     @property
     def id(self) -> str:
-        return f"effic-{self.generator}-{self.precision}" + ("-compile" if self.compile else "")
+        what = "" if self.measure == "step" else "e2e-"
+        batch = "" if self.measure == "step" else f"-b{self.images}"
+        return f"effic-{what}{self.generator}-{self.precision}{batch}" + ("-compile" if self.compile else "")
 
 
 @dataclass(frozen=True)
@@ -78,13 +93,19 @@ class DetectorEfficiencyCell:
 
 
 def efficiency_cells(generators: tuple[str, ...] | list[str], precisions: tuple[str, ...] | list[str],
-                     compile_modes: tuple[bool, ...] | list[bool] = (False,)) -> list[EfficiencyCell]:
-    """Every generator x precision x compile mode, generators outermost (so one model family stays warm)."""
+                     compile_modes: tuple[bool, ...] | list[bool] = (False,),
+                     e2e_batches: tuple[int, ...] | list[int] = ()) -> list[EfficiencyCell]:
+    """Every generator x precision x compile mode: the step cell, then one end-to-end cell per batch size.
+
+    Generators outermost and a pipeline's cells next to each other, so one loaded pipeline serves them all.
+    """
     from quantfake.precisions import get_precision
 
     for p in precisions:
         get_precision(p)  # unknown ids fail here, listing the valid ones
-    return [EfficiencyCell(get_generator(g).id, p, c) for g in generators for p in precisions for c in compile_modes]
+    return [cell for g in generators for p in precisions for c in compile_modes
+            for cell in (EfficiencyCell(get_generator(g).id, p, c),
+                         *(EfficiencyCell(get_generator(g).id, p, c, "e2e", b) for b in e2e_batches))]
 
 
 def detector_cells(detectors: tuple[str, ...] | list[str], dtypes: tuple[str, ...] | list[str] = tuple(DETECTOR_DTYPES),
@@ -298,15 +319,22 @@ def throughput_fields(flops: int, seconds: float, peak_tflops: float, device: to
             "roofline_fraction": roofline_fraction(achieved, peak_tflops)}
 
 
+def latency_fields(stats: TimingStats, of: str) -> dict[str, Any]:
+    """The latency fields every timed cell shares: the run record's ``latency_ms`` (median), its samples (the CI
+    and the compare gate's test) and what one sample is."""
+    return {"latency_ms": stats.median_ms, "latency_samples_ms": list(stats.samples_ms), "latency_of": of,
+            "clock": stats.clock}
+
+
 def measure_denoiser_step(model: nn.Module, inputs: dict[str, Any], device: DeviceLike, repeats: int = 5,
                           warmup: int = 2, compile: bool = False, *, flops_per_step: int | None = None,
-                          peak_tflops: float | None = None) -> dict[str, Any]:
+                          peak_tflops: float | None = None, sampler: Sampler | None = None) -> dict[str, Any]:
     """Latency, FLOPs, roofline fraction, peak memory and weight bytes of one denoiser step.
 
     ``flops_per_step`` defaults to :func:`reference_step_flops` (useful FLOPs of the architecture). Peak
-    memory covers the timed repeats only (steady state, after warm-up / compilation). ``compile`` compiles
+    memory covers the warm-up and timed rounds (steady state after compilation). ``compile`` compiles
     ``model`` in place (``nn.Module.compile``), so later calls of ``model`` run compiled too; the first
-    call's time is reported as ``compile_s``.
+    call's time is reported as ``compile_s``. ``sampler`` times the rounds (default: :func:`timer_sampler`).
     """
     dev = as_device(device)
     if flops_per_step is None:
@@ -332,12 +360,12 @@ def measure_denoiser_step(model: nn.Module, inputs: dict[str, Any], device: Devi
         compile_s = time.perf_counter() - start
         compile_kernels = inductor_metrics.generated_kernel_count - kernels_before
     with peak_memory(dev) as mem:
-        stats = time_callable(step, warmup=warmup, repeats=repeats, device=dev)
+        stats = (sampler or timer_sampler(dev))(step, warmup, repeats)
     peak = device_peak_tflops(dev) if peak_tflops is None else peak_tflops
     n_bytes = weights_bytes(model)
     return {
         "step_ms": stats.median_ms, "step_iqr_ms": stats.iqr_ms, "step_min_ms": stats.min_ms,
-        "step_repeats": len(stats.samples_ms), "step_samples_ms": list(stats.samples_ms), "clock": stats.clock,
+        "step_repeats": len(stats.samples_ms), **latency_fields(stats, "one denoiser step"),
         "compile": compile, "compile_s": compile_s, "compile_kernels": compile_kernels,
         "compile_tuning": compile_tuning,
         "flops_per_step": flops_per_step, "flops_source": "meta twin of the architecture (bf16), useful FLOPs",
@@ -359,10 +387,11 @@ def pipeline_call_kwargs(spec: GeneratorSpec, steps: int, size: int, images: int
 
 
 def measure_pipeline_e2e(loaded: Any, steps: int, size: int, device: DeviceLike, repeats: int = 3,
-                         warmup: int = 1, images: int = 1) -> dict[str, Any]:
+                         warmup: int = 1, images: int = 1, *, sampler: Sampler | None = None) -> dict[str, Any]:
     """End-to-end latency of ``images`` images (prompt encoding + ``steps`` denoising steps + VAE decode).
 
-    ``loaded`` is a :class:`quantfake.loading.LoadedPipeline` (tiny or pretrained profile).
+    ``loaded`` is a :class:`quantfake.loading.LoadedPipeline` (tiny or pretrained profile); ``sampler`` times
+    the calls (default: :func:`timer_sampler`).
     """
     dev = as_device(device)
     pipe = loaded.pipe
@@ -372,22 +401,25 @@ def measure_pipeline_e2e(loaded: Any, steps: int, size: int, device: DeviceLike,
             return pipe(**pipeline_call_kwargs(loaded.generator, steps, size, images))
 
     with peak_memory(dev) as mem:
-        stats = time_callable(call, warmup=warmup, repeats=repeats, device=dev)
+        stats = (sampler or timer_sampler(dev))(call, warmup, repeats)
     components = component_weights_bytes(pipe)
     return {
         "e2e_ms": stats.median_ms, "e2e_iqr_ms": stats.iqr_ms, "e2e_repeats": len(stats.samples_ms),
-        "e2e_ms_per_image": stats.median_ms / images, "e2e_steps": steps, "e2e_size": size,
+        **latency_fields(stats, f"{images} image(s) end to end, {steps} steps at {size} px"), "e2e_images": images,
+        "e2e_ms_per_image": stats.median_ms / images, "images_per_hour": 3.6e6 * images / stats.median_ms,
+        "e2e_steps": steps, "e2e_size": size,
         "load_s": loaded.load_seconds, "pipeline_weights_bytes": sum(components.values()),
         "component_weights_bytes": components, **memory_fields(mem, prefix="e2e_"),
     }
 
 
 def measure_generation_overhead(loaded: Any, steps: int, size: int, device: DeviceLike, pairs: int = 6,
-                                warmup: int = 1, images: int = 1) -> dict[str, Any]:
+                                warmup: int = 1, images: int = 1, *, sampler: Sampler | None = None) -> dict[str, Any]:
     """Suite generation path (``quantfake.generate.generate`` into a fresh store) vs a bare pipeline call.
 
     Same prompts, seeds, steps, guidance and size; calls alternate A, B so drift hits both. The suite side
     includes everything it really does per image (latent callback, PNG + latent + manifest writes, locks).
+    ``sampler`` times the alternating calls (default: :func:`timer_sampler`).
     """
     from quantfake.generate import GenerationRequest, generate
     from quantfake.store import Store
@@ -408,7 +440,7 @@ def measure_generation_overhead(loaded: Any, steps: int, size: int, device: Devi
             return [loaded.pipe(**pipeline_call_kwargs(spec, steps, size, 1)) for _ in range(images)]
 
     try:
-        comparison = compare_overhead(suite, bare, pairs=pairs, warmup=warmup, device=device)
+        comparison = compare_overhead(suite, bare, pairs=pairs, warmup=warmup, device=device, sampler=sampler)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     summary = comparison.as_dict()
@@ -436,11 +468,13 @@ def detector_input_size(spec: Any, tiny: bool) -> int:
 
 
 def measure_detector(module: nn.Module, batch: int, input_size: int, device: DeviceLike, dtype: torch.dtype,
-                     repeats: int = 5, warmup: int = 2, *, peak_tflops: float | None = None) -> dict[str, Any]:
+                     repeats: int = 5, warmup: int = 2, *, peak_tflops: float | None = None,
+                     sampler: Sampler | None = None) -> dict[str, Any]:
     """Images/s and peak memory of ``module`` at ``batch`` x 3 x ``input_size``^2 in ``dtype``.
 
     Casts ``module`` in place. ``flop_bound_images_per_s`` is the ceiling if every FLOP ran at the measured
-    matmul peak: the gap to it says how far the detector is from compute-bound.
+    matmul peak: the gap to it says how far the detector is from compute-bound. ``sampler`` times the forwards
+    (default: :func:`timer_sampler`).
     """
     dev = as_device(device)
     module = module.to(device=dev, dtype=dtype).eval()
@@ -455,13 +489,14 @@ def measure_detector(module: nn.Module, batch: int, input_size: int, device: Dev
             return module(x)
 
     with peak_memory(dev) as mem:
-        stats = time_callable(forward, warmup=warmup, repeats=repeats, device=dev)
+        stats = (sampler or timer_sampler(dev))(forward, warmup, repeats)
     peak = device_peak_tflops(dev) if peak_tflops is None else peak_tflops
     seconds = stats.median_ms / 1e3
     n_bytes = weights_bytes(module)
     return {
         "batch": batch, "input_size": input_size, "dtype": str(dtype).removeprefix("torch."),
         "batch_ms": stats.median_ms, "batch_iqr_ms": stats.iqr_ms, "images_per_s": batch / seconds,
+        **latency_fields(stats, f"one forward of {batch} image(s)"),
         "flops_per_image": flops_per_image,
         "flop_bound_images_per_s": peak * 1e12 / flops_per_image if flops_per_image else None,
         **throughput_fields(flops_per_image * batch, seconds, peak, dev),

@@ -6,6 +6,7 @@ equally; each pair gives a ratio a_i / b_i, and we report the median ratio with 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from quantfake.efficiency.devices import DeviceLike, as_device
-from quantfake.efficiency.timing import Timer
+from quantfake.efficiency.timing import Sampler, timer_sampler
 
 
 @dataclass(frozen=True)
@@ -67,21 +68,22 @@ class OverheadComparison:
 
 
 def compare_overhead(fn_a: Callable[[], Any], fn_b: Callable[[], Any], pairs: int = 20, warmup: int = 2,
-                     device: DeviceLike | None = "cpu", n_boot: int = 2000, seed: int = 0) -> OverheadComparison:
-    """Time ``pairs`` alternating calls A, B, A, B ... after ``warmup`` untimed rounds of each."""
+                     device: DeviceLike | None = "cpu", n_boot: int = 2000, seed: int = 0,
+                     sampler: Sampler | None = None) -> OverheadComparison:
+    """Time ``pairs`` alternating calls A, B, A, B ... after ``warmup`` untimed rounds of each.
+
+    One sampler times every call of the alternation (A on even rounds, B on odd), so under the bench the
+    pairs are pytest-benchmark's own rounds (default: :func:`timer_sampler`).
+    """
     if pairs < 2:
         raise ValueError(f"pairs must be >= 2, got {pairs}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
-    dev = as_device(device)
-    for _ in range(warmup):
-        fn_a()
-        fn_b()
-    a_ms: list[float] = []
-    b_ms: list[float] = []
-    for _ in range(pairs):
-        for fn, samples in ((fn_a, a_ms), (fn_b, b_ms)):
-            with Timer(dev) as timer:
-                fn()
-            samples.append(timer.elapsed_ms)
-    return OverheadComparison.from_samples(a_ms, b_ms, n_boot=n_boot, seed=seed)
+    calls = itertools.count()
+
+    def alternating() -> Any:
+        return (fn_a if next(calls) % 2 == 0 else fn_b)()
+
+    stats = (sampler or timer_sampler(as_device(device)))(alternating, 2 * warmup, 2 * pairs)
+    samples = list(stats.samples_ms)
+    return OverheadComparison.from_samples(samples[0::2], samples[1::2], n_boot=n_boot, seed=seed)

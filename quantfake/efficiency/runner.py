@@ -1,4 +1,4 @@
-"""One efficiency benchmark cell, start to finish: skip rules, repeats, load, measure, time, report fields.
+"""One efficiency benchmark cell, start to finish: skip rules, rounds, load, measure, time, report fields, record.
 
 Library logic behind ``bench/test_efficiency.py`` so that the bench module stays a few lines per test
 (no pytest here). A cell that cannot run raises :class:`CellSkipped`; the bench module turns that into a
@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from quantfake.efficiency import record
 from quantfake.efficiency.cells import (
     DETECTOR_BATCHES,
     DETECTOR_DTYPES,
@@ -31,30 +32,32 @@ from quantfake.efficiency.cells import (
     measure_generation_overhead,
     measure_pipeline_e2e,
     oom_guarded,
-    pipeline_call_kwargs,
     step_batch,
     uses_cfg,
 )
 from quantfake.efficiency.devices import device_info, synchronize
 from quantfake.efficiency.oom import free_cached_memory
+from quantfake.efficiency.timing import Sampler, TimingStats
 from quantfake.errors import MemoryBudgetError
 from quantfake.generators import get_generator
 from quantfake.loading import load_pipeline, resolve_device
 from quantfake.memory_placement import enforce_budget, load_within_budget, reoffload
 from quantfake.precisions import get_precision, reference_precision, unavailable_reason
+from quantfake.results import CellResult
 
-E2E_BATCHES: tuple[int, ...] = (4,)  # larger batches tried end to end on a GPU, after batch 1
+E2E_BATCHES: tuple[int, ...] = (4,)  # larger batches timed end to end on a GPU, besides batch 1
 IMAGES_PER_STEP = 1  # one image per denoiser step (two rows under CFG): the per-image cost
-#: (warmup, repeats) of the step timing, the pytest-benchmark rounds, and the e2e timing, per device type
-REPEATS: dict[str, dict[str, int]] = {
-    # 20 overhead pairs on a CPU: with 8, a 2-core box alone gave upper CI bounds of 1.08-1.37 for the same cell
-    "cpu": {"warmup": 1, "repeats": 2, "rounds": 1, "e2e_warmup": 1, "e2e_repeats": 1, "overhead_pairs": 20,
-            "overhead_images": 2},
-    # one full-size step is 50 ms .. 3 s: few repeats keep a 45-cell H100 run inside its time box
-    "cuda": {"warmup": 1, "repeats": 3, "rounds": 2, "e2e_warmup": 1, "e2e_repeats": 2, "overhead_pairs": 4,
-             "overhead_images": 8},
+#: (warmup rounds, timed rounds) of each measurement per device type. Every timed round is a pytest-benchmark
+#: round, and enough of them give the latency a confidence interval (the compare gate tests these samples).
+ROUNDS: dict[str, dict[str, tuple[int, int]]] = {
+    "cpu": {"step": (1, 5), "e2e": (1, 3), "detector": (1, 5)},
+    # one full-size step is 50 ms .. 3 s, one image 1.5 .. 10 s: a 45-cell H100 run stays inside its time box
+    "cuda": {"step": (1, 5), "e2e": (1, 3), "e2e_batch": (1, 2), "detector": (1, 5)},
 }
-#: the guard fails only when the suite is shown (CI lower bound of the paired ratio) to be slower than this:
+#: the overhead guard's alternating suite / bare pairs and images per call, per device type
+# 20 overhead pairs on a CPU: with 8, a 2-core box alone gave upper CI bounds of 1.08-1.37 for the same cell
+OVERHEAD_PAIRS: dict[str, dict[str, int]] = {"cpu": {"pairs": 20, "images": 2}, "cuda": {"pairs": 4, "images": 8}}
+#: the guard fails when the suite may be slower than this (upper bound of the paired ratio's 95 % CI):
 #: 3 % on a GPU (the target), 25 % on a shared 2-core CPU runner where neighbours add noise of that size
 OVERHEAD_TOLERANCE: dict[str, float] = {"cpu": 0.25, "cuda": 0.03}
 #: the overhead guard's tiny pipelines run at least this many steps: real pipelines run 28-50, and the guard asks
@@ -65,6 +68,8 @@ TF32_ENV = "QUANTFAKE_TF32"  # "1": fp32 matmuls may use TF32 on GPU; recorded p
 E2E_BATCHES_ENV = "QUANTFAKE_E2E_BATCHES"  # comma-separated batches after batch 1 ("" none): time-boxed runs
 #: the bench module's parametrized fixtures; :func:`cell_params` lists each one's (id, value) pairs
 PARAMETRIZED_FIXTURES = ("effic_cell", "overhead_generator", "det_cell")
+#: what the pytest-benchmark rounds are timed with (the wall clock after a device synchronize on GPU)
+BENCHMARK_CLOCK = "pytest-benchmark perf_counter (device synchronized)"
 
 
 class CellSkipped(Exception):
@@ -77,20 +82,25 @@ class CellSkipped(Exception):
 def cell_params(fixture: str, options: Any) -> list[tuple[str, Any]]:
     """``(test id, value)`` pairs for one parametrized fixture, from the registries filtered by the options.
 
-    A covering grid (``--grid ci``) times each generator and precision once (the covering plan's pairs plus the
-    reference of the cheapest generator), the overhead guard on the cheapest generator, and each detector once
-    with dtypes and batch sizes in turn.
+    Each generator x precision has a step cell and end-to-end cells (batch 1, and :data:`E2E_BATCHES` on a GPU).
+    A covering grid (``--grid ci``) times each generator and precision's step once (the covering plan's pairs plus
+    the reference of the cheapest generator), end to end only that reference, the overhead guard on the cheapest
+    generator, and each detector once with dtypes and batch sizes in turn.
     """
     from quantfake.cells import cheapest_generator, is_covering, plan_for
 
     covering = is_covering(options)
     if fixture == "effic_cell":
         compile_modes = (bool(options.compile),)
+        batches = e2e_batches(resolve_device(options.device))
         if not covering:
-            return [(c.id, c) for c in efficiency_cells(options.generators, options.precisions, compile_modes)]
+            cells = efficiency_cells(options.generators, options.precisions, compile_modes, batches)
+            return [(c.id, c) for c in cells]
         ref = reference_precision(options.precisions)
         pairs = [(cheapest_generator(options), ref), *plan_for(options).generator_precisions()]
-        return [(c.id, c) for g, p in pairs for c in efficiency_cells((g,), (p,), compile_modes)]
+        # every generator and precision's step once; the end-to-end path once, on the cheapest pipeline
+        return [(c.id, c) for i, (g, p) in enumerate(pairs)
+                for c in efficiency_cells((g,), (p,), compile_modes, batches if i == 0 else ())]
     if fixture == "overhead_generator":
         gens = [] if options.compile else list(options.generators)  # whole pipeline
         gens = [cheapest_generator(options)] if covering and gens else gens
@@ -106,6 +116,30 @@ def cell_params(fixture: str, options: Any) -> list[tuple[str, Any]]:
     raise ValueError(f"unknown efficiency fixture {fixture!r}; accepted: {', '.join(PARAMETRIZED_FIXTURES)}")
 
 
+def e2e_batches(device: str) -> tuple[int, ...]:
+    """Batch sizes of the end-to-end cells: one image, and on a GPU also :data:`E2E_BATCHES`, or the batches
+    ``QUANTFAKE_E2E_BATCHES`` names (empty: none)."""
+    value = os.environ.get(E2E_BATCHES_ENV)
+    larger = E2E_BATCHES
+    if value is not None:
+        try:
+            larger = tuple(int(b) for b in value.split(",") if b.strip())
+        except ValueError:
+            larger = (0,)
+        if any(b < 2 for b in larger):
+            raise ValueError(f"{E2E_BATCHES_ENV}={value!r}: expected comma-separated batch sizes >= 2, or empty for none")
+    return (IMAGES_PER_STEP, *(larger if device.startswith("cuda") else ()))
+
+
+def xdist_group(cell_id: str, value: Any) -> str:
+    """The pytest-xdist group of an efficiency cell: a generator x precision's cells share one worker (and one
+    loaded pipeline); other cells go alone. (``quantfake.scheduling.group_of_nodeid`` reads the same name back
+    from the cell id where pytest drops xdist's group suffix.)"""
+    if isinstance(value, EfficiencyCell):
+        return f"effic-{value.generator}-{value.precision}"
+    return cell_id
+
+
 def efficiency_device(requested: str | None, vram_budget_gib: float | None = None) -> str:
     """The resolved device; on GPU with ``QUANTFAKE_TF32=1``, fp32 matmuls may run on TF32 tensor cores, and with
     ``--vram-budget`` torch's allocator is capped there for every cell (detectors and the overhead guard too)."""
@@ -117,13 +151,14 @@ def efficiency_device(requested: str | None, vram_budget_gib: float | None = Non
     return device
 
 
-def load_for_cell(spec: Any, precision: str, options: Any, device: str, size: int) -> Any:
+def load_for_cell(generator: str, precision: str, options: Any, device: str) -> Any:
     """The whole pipeline of an efficiency cell: placed on ``device``, or under ``--vram-budget`` by the least
     costly memory fit for one image a call (:class:`quantfake.errors.MemoryBudgetError` when none fits)."""
     where = dict(device=device, store=store_for(options), model_root=options.model_root)
     if not options.vram_budget_gib:
-        return load_pipeline(spec.id, precision, options.profile, **where)
-    return load_within_budget(spec.id, precision, options.profile, budget_gib=options.vram_budget_gib, size=size,
+        return load_pipeline(generator, precision, options.profile, **where)
+    size = options.size or get_generator(generator).native_size
+    return load_within_budget(generator, precision, options.profile, budget_gib=options.vram_budget_gib, size=size,
                               batch=IMAGES_PER_STEP, guidance=options.guidance, **where)
 
 
@@ -148,9 +183,14 @@ def end_cell() -> None:
     free_cached_memory()
 
 
-def repeats_for(device: str) -> dict[str, int]:
-    """The :data:`REPEATS` row of a device string (``cuda:1`` -> cuda)."""
-    return REPEATS[torch.device(device).type]
+def rounds_for(device: str, measure: str) -> tuple[int, int]:
+    """``(warmup, rounds)`` of one measurement on a device string (``cuda:1`` -> cuda; see :data:`ROUNDS`)."""
+    table = ROUNDS[torch.device(device).type]
+    if measure == "e2e_batch" and measure not in table:  # no larger batches on this device type
+        measure = "e2e"
+    if measure not in table:
+        raise ValueError(f"unknown efficiency measurement {measure!r}; accepted: {', '.join(table)}")
+    return table[measure]
 
 
 def store_for(options: Any) -> Any:
@@ -164,23 +204,73 @@ def common_fields(device: str, profile: str) -> dict[str, Any]:
     """Report fields every cell records: where and with what it ran."""
     info = device_info(device)
     return {"profile": profile, "device": device, "device_name": info.get("name"),
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
             "float32_matmul_precision": torch.get_float32_matmul_precision(), "torch_version": torch.__version__}
 
 
-def run_benchmark(benchmark: Any, fn: Callable[[], Any], device: str, rounds: int, extra: dict[str, Any]) -> None:
-    """pytest-benchmark timing of ``fn`` (synchronized, so the wall clock covers GPU work), then extra_info."""
-    def timed() -> None:
-        fn()
-        synchronize(device)
+def efficiency_result(cell_id: str, extra: dict[str, Any]) -> CellResult:
+    """The cell's run-record entry (:mod:`quantfake.efficiency.record`); an end-to-end cell's memory is its
+    ``e2e_`` peak."""
+    return record.efficiency_result(cell_id, extra, memory_prefix="e2e_" if extra.get("measure") == "e2e" else "")
 
-    if extra.get("oom") or extra.get("memory_fit_refused"):
-        benchmark.extra_info.update(extra, timed="nothing: the cell " + (
-            "ran out of memory" if extra.get("oom") else "does not fit --vram-budget"))
-        benchmark.pedantic(lambda: None, rounds=1)
-        return
-    synchronize(device)
-    benchmark.pedantic(timed, rounds=rounds, warmup_rounds=0)
+
+def benchmark_sampler(benchmark: Any, device: str) -> Sampler:
+    """A :data:`~quantfake.efficiency.timing.Sampler` that is pytest-benchmark itself: ``benchmark.pedantic``
+    times the rounds (each synchronized, so the wall clock covers GPU work) and its own samples come back. The
+    cell's fields and the benchmark JSON's stats are then the same numbers: one timer."""
+    def sample(fn: Callable[[], Any], warmup: int, rounds: int) -> TimingStats:
+        def timed() -> None:
+            fn()
+            synchronize(device)
+
+        synchronize(device)
+        benchmark.pedantic(timed, rounds=rounds, warmup_rounds=warmup)
+        seconds = benchmark.stats.stats.data  # pytest-benchmark's per-round durations
+        return TimingStats.from_samples([s * 1e3 for s in seconds], clock=BENCHMARK_CLOCK, device=device)
+
+    return sample
+
+
+def require_benchmark(benchmark: Any) -> None:
+    """Efficiency cells time through pytest-benchmark; with it disabled they have nothing to measure with."""
+    if not getattr(benchmark, "enabled", True):
+        raise CellSkipped("pytest-benchmark is disabled (--benchmark-disable): efficiency cells time through it")
+
+
+def finish_benchmark(benchmark: Any, extra: dict[str, Any]) -> None:
+    """The cell's report fields into ``benchmark.extra_info``. An out-of-memory cell still gets a JSON entry: an
+    empty round when nothing was timed, else the rounds that finished (pytest-benchmark drops errored ones)."""
     benchmark.extra_info.update(extra)
+    if not (extra.get("oom") or extra.get("memory_fit_refused")):
+        return
+    benchmark.extra_info["timed"] = "nothing: the cell " + (
+        "ran out of memory" if extra.get("oom") else "does not fit --vram-budget")
+    if benchmark.stats is None:
+        benchmark.pedantic(lambda: None, rounds=1)
+    elif benchmark.stats.stats.data:
+        benchmark.has_error = False
+
+
+# ------------------------------------------------------------------ the loaded pipeline, shared by neighbours
+
+#: the last pipeline loaded: a generator x precision's step and end-to-end cells run one after another and share
+#: it; another pipeline replaces it (one full-size pipeline in memory at a time)
+_PIPELINE: dict[tuple[Any, ...], Any] = {}
+
+
+def shared_pipeline(generator: str, precision: str, options: Any, device: str) -> Any:
+    """The loaded pipeline of ``generator`` x ``precision`` (loading it, after releasing any other)."""
+    key = (generator, precision, options.profile, device, str(options.model_root), str(options.store))
+    if key not in _PIPELINE:
+        release_pipeline()
+        _PIPELINE[key] = load_for_cell(generator, precision, options, device)
+    return _PIPELINE[key]
+
+
+def release_pipeline() -> None:
+    """Drop the shared pipeline and its device memory (before another loads, and after an out-of-memory error)."""
+    _PIPELINE.clear()
+    free_cached_memory()
 
 
 # ------------------------------------------------------------------ generator cells
@@ -199,131 +289,117 @@ def generator_skip_reason(cell: EfficiencyCell, device: str, profile: str) -> st
 
 
 def run_generator_cell(cell: EfficiencyCell, options: Any, device: str, benchmark: Any) -> dict[str, Any]:
-    """One denoiser step (and, with a whole pipeline, one image end to end) at one precision; the report fields."""
+    """One denoiser step, or ``cell.images`` images end to end, at one precision; the report fields."""
     spec, prec = get_generator(cell.generator), get_precision(cell.precision)
     profile = options.profile
     reason = generator_skip_reason(cell, device, profile)
     if reason:
         raise CellSkipped(reason)
-    reps = repeats_for(device)
+    require_benchmark(benchmark)
     size = options.size or spec.native_size
-    latent = latent_size_for(profile, size)
-    rows = step_batch(spec, IMAGES_PER_STEP)
     extra: dict[str, Any] = {
         **common_fields(device, profile), "generator": spec.id, "precision": prec.id, "compile": cell.compile,
-        "size": size, "latent_size": latent, "images_per_step": IMAGES_PER_STEP, "step_batch": rows,
-        "cfg": uses_cfg(spec), "compute_dtype": str(prec.torch_dtype).removeprefix("torch."),
+        "measure": cell.measure, "images": cell.images, "size": size, "cfg": uses_cfg(spec),
+        "compute_dtype": str(prec.torch_dtype).removeprefix("torch."),
     }
-    holder: dict[str, Any] = {}
-
-    def load() -> dict[str, Any]:
-        # every profile loads the whole pipeline (random: full-size text encoders, denoiser and VAE)
+    sampler = benchmark_sampler(benchmark, device)
+    try:
         try:
-            loaded = load_for_cell(spec, prec.id, options, device, size)
+            loaded = oom_guarded(lambda: {"pipeline": shared_pipeline(spec.id, prec.id, options, device)})
         except MemoryBudgetError as exc:
-            return {"memory_fit_refused": str(exc)}
-        holder["loaded"], holder["model"], load_s = loaded, loaded.denoiser, loaded.load_seconds
-        fit = loaded.memory_fit
-        return {"load_s": load_s, **({"memory_fit": fit.record()} if fit is not None else {})}
-
-    def step() -> Any:
-        with torch.inference_mode():
-            return holder["model"](**holder["inputs"], return_dict=False)
-
-    try:  # the holder (not locals) owns the model, so it is released even when the cell fails
-        extra.update(oom_guarded(load))
-        if not extra["oom"] and "loaded" in holder:
-            holder["inputs"] = denoiser_inputs(spec.id, holder["model"], rows, latent, device, prec.torch_dtype)
-            extra.update(oom_guarded(lambda: measure_denoiser_step(
-                holder["model"], holder["inputs"], device, repeats=reps["repeats"], warmup=reps["warmup"],
-                compile=cell.compile)))
-        if not extra["oom"] and "loaded" in holder:
-            reoffload(holder["loaded"].pipe)  # a model-offloaded denoiser called directly stays on the device
-            steps = options.steps or spec.default_steps
-            extra.update(oom_guarded(lambda: measure_pipeline_e2e(
-                holder["loaded"], steps, size, device, repeats=reps["e2e_repeats"], warmup=reps["e2e_warmup"],
-                images=IMAGES_PER_STEP)))
-            extra.update(best_batch_fields(holder["loaded"], steps, size, device, extra))
-        run_benchmark(benchmark, step, device, reps["rounds"], extra)
+            loaded = {"oom": False, "memory_fit_refused": str(exc)}
+        fit = None if "pipeline" not in loaded else loaded["pipeline"].memory_fit
+        if fit is not None:
+            extra["memory_fit"] = fit.record()
+        if loaded["oom"] or "memory_fit_refused" in loaded:
+            extra.update(loaded)
+        elif cell.measure == "step":
+            extra.update(_step_fields(cell, loaded["pipeline"], profile, size, device, sampler))
+        else:
+            extra.update(_e2e_fields(cell, loaded["pipeline"], options.steps or spec.default_steps, size, device,
+                                     sampler))
     finally:
-        holder.clear()
+        if extra.get("oom"):
+            release_pipeline()
+    finish_benchmark(benchmark, extra)
     return extra
 
 
-def e2e_batches() -> tuple[int, ...]:
-    """The batches timed end to end after batch 1: :data:`E2E_BATCHES`, or ``QUANTFAKE_E2E_BATCHES`` when set."""
-    value = os.environ.get(E2E_BATCHES_ENV)
-    if value is None:
-        return E2E_BATCHES
-    try:
-        batches = tuple(int(b) for b in value.split(",") if b.strip())
-    except ValueError:
-        batches = (0,)
-    if any(b < 2 for b in batches):
-        raise ValueError(f"{E2E_BATCHES_ENV}={value!r}: expected comma-separated batch sizes >= 2, or empty for none")
-    return batches
+def _step_fields(cell: EfficiencyCell, loaded: Any, profile: str, size: int, device: str,
+                 sampler: Sampler) -> dict[str, Any]:
+    """One denoiser step at the batch the pipeline runs, fed dummy inputs of the real shapes."""
+    spec, prec = get_generator(cell.generator), get_precision(cell.precision)
+    latent, rows = latent_size_for(profile, size), step_batch(spec, IMAGES_PER_STEP)
+    warmup, rounds = rounds_for(device, "step")
+    fields = {"latent_size": latent, "images_per_step": IMAGES_PER_STEP, "step_batch": rows,
+              "load_s": loaded.load_seconds}
+
+    def step() -> dict[str, Any]:
+        inputs = denoiser_inputs(spec.id, loaded.denoiser, rows, latent, device, prec.torch_dtype)
+        return measure_denoiser_step(loaded.denoiser, inputs, device, repeats=rounds, warmup=warmup,
+                                     compile=cell.compile and not is_compiled(loaded.denoiser), sampler=sampler)
+
+    return {**fields, **oom_guarded(step)}
 
 
-def best_batch_fields(loaded: Any, steps: int, size: int, device: str, batch1: dict[str, Any]) -> dict[str, Any]:
-    """End to end at :func:`e2e_batches` (GPU only; an OOM ends the search): s/image at the best batch, images/hour."""
-    out: dict[str, Any] = {}
-    best = (batch1.get("e2e_ms_per_image"), IMAGES_PER_STEP)
+def _e2e_fields(cell: EfficiencyCell, loaded: Any, steps: int, size: int, device: str,
+                sampler: Sampler) -> dict[str, Any]:
+    """``cell.images`` images end to end (prompt encoding, every denoising step, VAE decode)."""
     fit = loaded.memory_fit
-    for batch in (e2e_batches() if device.startswith("cuda") else ()):
-        if fit is not None and not fit.batch_fits(batch):  # under --vram-budget: only batches the estimate fits
-            out[f"e2e_b{batch}_skipped"] = (f"estimated {fit.batch_estimate_gib(batch):.2f} GiB at batch {batch} "
-                                            f"with the cell's recipe ({fit.recipe.summary}), over the "
-                                            f"{fit.fit.limit_gib:.2f} GiB usable under --vram-budget")
-            break
-        res = oom_guarded(lambda batch=batch: measure_pipeline_e2e(
-            loaded, steps, size, device, repeats=1, warmup=1, images=batch))
-        if res.get("oom"):
-            out[f"e2e_b{batch}_oom"] = True
-            break
-        out[f"e2e_ms_per_image_b{batch}"] = res["e2e_ms_per_image"]
-        out[f"e2e_peak_vram_gib_b{batch}"] = res.get("e2e_peak_vram_gib")
-        if best[0] is None or res["e2e_ms_per_image"] < best[0]:
-            best = (res["e2e_ms_per_image"], batch)
-    if best[0]:
-        out.update(best_batch=best[1], best_s_per_image=best[0] / 1e3, images_per_hour=3.6e6 / best[0])
-    return out
+    if fit is not None and cell.images > IMAGES_PER_STEP and not fit.batch_fits(cell.images):
+        raise CellSkipped(f"estimated {fit.batch_estimate_gib(cell.images):.2f} GiB at batch {cell.images} with the "
+                          f"cell's recipe ({fit.recipe.summary}), over the {fit.fit.limit_gib:.2f} GiB usable under "
+                          "--vram-budget")
+    if cell.compile and not is_compiled(loaded.denoiser):
+        loaded.denoiser.compile()  # the step cell compiles in place; alone (e.g. another worker), compile here
+    reoffload(loaded.pipe)  # a model-offloaded denoiser called directly (the step cell) stays on the device
+    warmup, rounds = rounds_for(device, "e2e" if cell.images == IMAGES_PER_STEP else "e2e_batch")
+    return oom_guarded(lambda: measure_pipeline_e2e(loaded, steps, size, device, repeats=rounds, warmup=warmup,
+                                                    images=cell.images, sampler=sampler))
+
+
+def is_compiled(model: Any) -> bool:
+    """Whether ``nn.Module.compile`` was already called on ``model`` (it compiles in place)."""
+    return getattr(model, "_compiled_call_impl", None) is not None
 
 
 # ------------------------------------------------------------------ overhead guard
 
 
 def run_overhead_cell(generator: str, options: Any, device: str, benchmark: Any) -> dict[str, Any]:
-    """The suite's generation path against a bare diffusers call at the reference precision; the report fields."""
+    """The suite's generation path against a bare diffusers call at the reference precision; the report fields.
+
+    The alternating suite / bare calls are pytest-benchmark's rounds (suite on even rounds, bare on odd)."""
     spec = get_generator(generator)
     profile = options.profile
     available = [p for p in options.precisions if unavailable_reason(get_precision(p), device) is None]
     if not available:
         raise CellSkipped(f"none of the precisions {options.precisions} runs on {device}")
+    require_benchmark(benchmark)
     precision = reference_precision(available)
-    reps = repeats_for(device)
+    plan = OVERHEAD_PAIRS[torch.device(device).type]
     size = options.size or spec.native_size
     steps = options.steps or spec.default_steps
     if profile == "tiny":  # at 4 steps a tiny image is ~30 ms, so the store's ~4 ms would read as 12 %
         steps = max(steps, TINY_OVERHEAD_MIN_STEPS)
     extra: dict[str, Any] = {**common_fields(device, profile), "generator": spec.id, "precision": precision,
-                             "size": size, "steps": steps, "images": reps["overhead_images"]}
+                             "size": size, "steps": steps, "images": plan["images"],
+                             "rounds": "suite and bare calls alternating (suite on even rounds)"}
     try:
-        loaded = load_for_cell(spec, precision, options, device, size)
+        loaded = shared_pipeline(spec.id, precision, options, device)
     except MemoryBudgetError as exc:
         extra["memory_fit_refused"] = str(exc)
-        run_benchmark(benchmark, lambda: None, device, 1, extra)
+        finish_benchmark(benchmark, extra)
         return extra
     if loaded.memory_fit is not None:
         extra["memory_fit"] = loaded.memory_fit.record()
     extra.update(oom_guarded(lambda: measure_generation_overhead(
-        loaded, steps, size, device, pairs=reps["overhead_pairs"], warmup=1, images=reps["overhead_images"])))
+        loaded, steps, size, device, pairs=plan["pairs"], warmup=1, images=plan["images"],
+        sampler=benchmark_sampler(benchmark, device))))
     extra["overhead_tolerance"] = overhead_tolerance(device)
-
-    def bare() -> Any:
-        with torch.inference_mode():
-            return loaded.pipe(**pipeline_call_kwargs(spec, steps, size, IMAGES_PER_STEP))
-
-    run_benchmark(benchmark, bare, device, 1, extra)
+    if extra.get("oom"):
+        release_pipeline()
+    finish_benchmark(benchmark, extra)
     return extra
 
 
@@ -381,27 +457,23 @@ def run_detector_cell(cell: DetectorEfficiencyCell, options: Any, device: str, b
     reason = detector_skip_reason(cell, device, profile)
     if reason:
         raise CellSkipped(reason)
-    reps = repeats_for(device)
+    require_benchmark(benchmark)
+    release_pipeline()  # detector cells come after the generators': their pipeline is no longer needed
+    warmup, rounds = rounds_for(device, "detector")
     size = detector_input_size(spec, tiny)
     dtype = detector_dtype(cell.dtype)
     extra: dict[str, Any] = {**common_fields(device, profile), "detector": spec.id, "precision": cell.dtype,
-                             "architecture": "tiny" if tiny else "full", "weights": "random init"}
+                             "batch": cell.batch, "architecture": "tiny" if tiny else "full", "weights": "random init"}
     holder: dict[str, Any] = {}
 
     def run() -> dict[str, Any]:
         holder["module"] = build_module(spec, tiny=tiny).to(device)
-        result = measure_detector(holder["module"], cell.batch, size, device, dtype,
-                                  repeats=reps["repeats"], warmup=reps["warmup"])
-        holder["x"] = torch.randn(cell.batch, 3, size, size, device=device, dtype=dtype)
-        return result
-
-    def forward() -> Any:
-        with torch.inference_mode():
-            return holder["module"](holder["x"])
+        return measure_detector(holder["module"], cell.batch, size, device, dtype, repeats=rounds, warmup=warmup,
+                                sampler=benchmark_sampler(benchmark, device))
 
     try:
         extra.update(oom_guarded(run))
-        run_benchmark(benchmark, forward, device, reps["rounds"], extra)
     finally:
         holder.clear()
+    finish_benchmark(benchmark, extra)
     return extra

@@ -4,6 +4,10 @@ On CUDA a Python wall clock only measures kernel *launch* time, so GPU timings u
 synchronize; on CPU ``time.perf_counter`` is the right clock. The GPU is synchronized before each
 sample too, so launch overhead (which quantized kernels often add) is inside the measurement rather
 than hidden behind previously queued work.
+
+Measurements take a :data:`Sampler`: whatever times the calls. Outside pytest it is :func:`time_callable`;
+inside the bench it is pytest-benchmark (``quantfake.efficiency.runner.benchmark_sampler``), so a cell's
+fields and its benchmark JSON hold the same samples: one timer, never two that disagree.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import numpy as np
 import torch
 
 from quantfake.efficiency.devices import DeviceLike, as_device
+
+#: ``sampler(fn, warmup, rounds)``: call ``fn`` ``warmup`` times untimed, then time ``rounds`` calls
+Sampler = Callable[[Callable[[], Any], int, int], "TimingStats"]
 
 
 @dataclass(frozen=True)
@@ -123,3 +130,11 @@ def time_callable(fn: Callable[[], Any], warmup: int = 2, repeats: int = 10,
             fn()
         samples_ms.append(timer.elapsed_ms)
     return TimingStats.from_samples(samples_ms, clock=Timer(dev).clock, device=str(dev))
+
+
+def timer_sampler(device: DeviceLike | None = "cpu") -> Sampler:
+    """:func:`time_callable` on ``device`` as a :data:`Sampler` (the library's own, for use outside the bench)."""
+    def sample(fn: Callable[[], Any], warmup: int, rounds: int) -> TimingStats:
+        return time_callable(fn, warmup=warmup, repeats=rounds, device=device)
+
+    return sample

@@ -115,8 +115,9 @@ def load_benchmark_json(path: str | Path) -> dict[str, Any]:
 def benchmark_frame(payload: Mapping[str, Any]) -> pd.DataFrame:
     """One row per benchmark; absent extra_info keys become NaN/None, never errors.
 
-    ``latency_ms`` is extra_info.step_ms when present, else the median in ms.
-    ``peak_gib`` is peak_vram_gib, else peak_rss_gib; ``memory_kind`` says which.
+    ``latency_ms`` is extra_info.step_ms when present, else the median in ms (the same number since efficiency
+    cells time through pytest-benchmark). ``peak_gib`` is peak_vram_gib, else peak_rss_gib (``e2e_`` ones for an
+    end-to-end cell); ``memory_kind`` says which.
     """
     rows: list[dict[str, Any]] = []
     for bench in payload.get("benchmarks", []):
@@ -125,7 +126,8 @@ def benchmark_frame(payload: Mapping[str, Any]) -> pd.DataFrame:
         stats = bench.get("stats") or {}
         median_ms = _number(stats.get("median")) * 1000.0
         step_ms = _number(extra.get("step_ms"))
-        vram, rss = _number(extra.get("peak_vram_gib")), _number(extra.get("peak_rss_gib"))
+        prefix = "e2e_" if extra.get("measure") == "e2e" else ""  # an end-to-end cell's own peak
+        vram, rss = _number(extra.get(f"{prefix}peak_vram_gib")), _number(extra.get(f"{prefix}peak_rss_gib"))
         memory_kind = "vram" if not math.isnan(vram) else ("rss" if not math.isnan(rss) else None)
         rows.append({
             "name": bench.get("name", ""),

@@ -36,8 +36,8 @@ def random_weights_run(record: Mapping[str, Any]) -> bool:
     if record.get("profile") == "random":
         return True
     for cell in record.get("cells", []):
-        extra = cell.get("extra") or {}
-        if (extra.get("detector") or {}).get("random_weights"):
+        detector = (cell.get("extra") or {}).get("detector")  # a detection cell's description (efficiency: an id)
+        if isinstance(detector, Mapping) and detector.get("random_weights"):
             return True
     return False
 

@@ -1,0 +1,36 @@
+"""Test plugin: the fakes of precision ``$QF_TEST_JPEG_PRECISION`` are read back JPEG re-encoded at quality
+``$QF_TEST_JPEG_QUALITY`` (default 30), so every cell that looks at them (fidelity against the reference precision,
+detection) sees degraded images: a planted quality regression for the baseline gate and the compare gate.
+
+Images keep their files; only what the session reads changes, and their hashes change with it so no cached score
+of the clean image is reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+def pytest_configure(config) -> None:
+    from quantfake.generate import GeneratedImage
+    from quantfake.perturbations import jpeg_reencode
+    from quantfake.world import World
+
+    target = os.environ["QF_TEST_JPEG_PRECISION"]
+    quality = int(os.environ.get("QF_TEST_JPEG_QUALITY", "30"))
+
+    class Reencoded(GeneratedImage):
+        def open(self):
+            return jpeg_reencode(super().open(), quality)
+
+    fakes = World.fakes
+
+    def degraded(self, generator, precision, mode, role="eval"):
+        result = fakes(self, generator, precision, mode, role)
+        if precision != target or role != "eval":
+            return result
+        images = [Reencoded(im.seed, im.path, f"{im.sha256}-jpeg{quality}", im.prompt) for im in result.images]
+        return dataclasses.replace(result, images=images)
+
+    World.fakes = degraded
