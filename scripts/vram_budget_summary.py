@@ -50,6 +50,29 @@ def row(extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def merged_cells(paths: list[Path]) -> list[dict[str, Any]]:
+    """One dict per generator x precision: its step cell's fields, its batch-1 end-to-end cell's, and a larger
+    batch's as ``e2e_ms_per_image_b<n>`` (pytest-benchmark times one function per cell, so they are separate)."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in paths:
+        if not path.exists():
+            continue
+        for bench in json.loads(path.read_text())["benchmarks"]:
+            extra = bench.get("extra_info") or {}
+            if not extra.get("generator"):
+                continue
+            cell = merged.setdefault((extra["generator"], extra["precision"]), {})
+            images = extra.get("images", 1)
+            if extra.get("measure") == "e2e" and images > 1:
+                if extra.get("oom"):
+                    cell[f"e2e_b{images}_oom"] = True
+                else:
+                    cell[f"e2e_ms_per_image_b{images}"] = extra.get("e2e_ms_per_image")
+                continue
+            cell.update({k: v for k, v in extra.items() if v is not None or k not in cell})
+    return list(merged.values())
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "-"
@@ -62,11 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", type=Path, help="stages.tsv: stage name, exit status, seconds")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    rows = []
-    for path in args.benchmark_json:
-        if path.exists():
-            rows += [row(b["extra_info"]) for b in json.loads(path.read_text())["benchmarks"]
-                     if (b.get("extra_info") or {}).get("generator")]
+    rows = [row(extra) for extra in merged_cells(args.benchmark_json)]
     stages = []
     if args.stages and args.stages.exists():
         for line in args.stages.read_text().splitlines():
