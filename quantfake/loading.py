@@ -207,6 +207,9 @@ def _from_folder(gen: GeneratorSpec, prec: PrecisionSpec, folder: Path, comps: l
         at_load = [c for c in comps if c == gen.denoiser]
         qcfg = pipeline_quantization_config(prec, at_load)
         pipe = cls.from_pretrained(folder, quantization_config=qcfg, torch_dtype=prec.torch_dtype, **offline).to(device)
+        from quantfake.backends.quanto import allow_inference_mode_
+
+        allow_inference_mode_(getattr(pipe, gen.denoiser))
         for name in (c for c in comps if c not in at_load):
             setattr(pipe, name, quantize_module_(getattr(pipe, name), prec, device))
         return pipe

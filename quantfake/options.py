@@ -77,6 +77,7 @@ class BenchOptions:
     store: Path = Path(".quantfake")
     model_root: Path | None = None
     weights_dir: Path | None = None
+    gguf_dir: Path | None = None  # the user's <generator>.gguf files (precision ``gguf``)
     real_dir: Path | None = None
     inception_weights: Path | None = None
     prompts: tuple[str, ...] | None = None  # --prompts FILE, one prompt a line; None: the built-in 16
@@ -136,6 +137,7 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
         trust_checkpoints=bool(raw.get("trust_checkpoints")), match_format=bool(raw.get("match_format")),
         store=path("store", None) or _default_store(),
         model_root=path("model_root"), weights_dir=path("weights_dir"), real_dir=path("real_dir"),
+        gguf_dir=_existing_dir(raw.get("gguf_dir"), "--gguf-dir"),
         inception_weights=path("inception_weights"),
         prompts=_prompts(raw.get("prompts")) or (preset.prompts if preset else None),
         img2img_prompts=preset.img2img_prompts if preset and not raw.get("prompts") else None,
@@ -176,6 +178,14 @@ def _positive_int(value: str | None, flag: str) -> int | None:
     if number < 1:
         raise ValueError(f"{flag} {value!r}: expected an integer >= 1")
     return number
+
+
+def _existing_dir(value: str | None, flag: str) -> Path | None:
+    if not value:
+        return None
+    if not Path(value).is_dir():
+        raise ValueError(f"{flag} {value!r}: not a folder (expected a folder of <generator>.gguf files)")
+    return Path(value)
 
 
 def _prompts(value: str | None) -> tuple[str, ...] | None:

@@ -160,6 +160,15 @@ def unavailable_reason(spec: PrecisionSpec, device: torch.device | str) -> str |
     return None
 
 
+def precision_note(spec: PrecisionSpec) -> str:
+    """What else a precision needs to run as meant (``quantfake doctor``): --compile, or the user's GGUF files."""
+    if spec.compiled:
+        return " (meant compiled: run its efficiency cells with --compile, and once without for eager)"
+    if spec.kind == "gguf" and spec.gguf_type is None:
+        return " (reads --gguf-dir DIR/<generator>.gguf; a cell without it skips naming the path)"
+    return ""
+
+
 #: torchao configs that quantize activations to int8: on CPUs without VNNI their int8 GEMMs (u8 x s8 -> s16 pairs)
 #: saturate, so the numbers measure the processor, not the precision (issue 14, AVX2 emulated on an EPYC)
 CPU_INT8_ACTIVATION_CONFIGS: tuple[str, ...] = ("Int8DynamicActivationInt8WeightConfig",)

@@ -115,7 +115,8 @@ class World:
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
         lp = load_pipeline(generator, precision, self.o.profile, device=self.device, store=self.store,
-                           model_root=self.o.model_root, quantize_text_encoders=self.o.quantize_text_encoders)
+                           model_root=self.o.model_root, quantize_text_encoders=self.o.quantize_text_encoders,
+                           gguf_dir=self.o.gguf_dir)
         self._pipes[key] = lp
         return lp
 

@@ -9,8 +9,10 @@ that to a module that already holds its weights (``QLinear.from_module`` + ``fre
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import torch
 from torch import nn
 
 #: precision weights name (diffusers' ``QuantoConfig.weights_dtype``) -> optimum.quanto qtype attribute
@@ -43,7 +45,28 @@ def quantize_linears_(module: nn.Module, weights: str, skip: tuple[str, ...] = (
             setattr(module, name, q)
         else:
             quantize_linears_(child, weights, skip)
+    return allow_inference_mode_(module)
+
+
+def allow_inference_mode_(module: nn.Module) -> nn.Module:
+    """Let packed (int4) ``QLinear`` run under ``torch.inference_mode``, which quantfake generates and times under.
+
+    optimum-quanto 0.2.7's ``WeightQBitsTensor`` fails there with "Cannot set version_counter for inference tensor"
+    (optimum-quanto issue 304, closed unfixed; the view-op cause is pytorch issue 170419); int8 / float8 work.
+    Each such layer runs with inference mode off and gradients off, which computes the same numbers.
+    """
+    from optimum.quanto import QLinear
+    from optimum.quanto.tensor.weights import WeightQBitsTensor
+
+    for sub in module.modules():
+        if isinstance(sub, QLinear) and isinstance(sub.weight, WeightQBitsTensor) and "forward" not in vars(sub):
+            sub.forward = functools.partial(_outside_inference_mode, sub.forward)
     return module
+
+
+def _outside_inference_mode(forward: Any, *args: Any, **kwargs: Any) -> Any:
+    with torch.inference_mode(False), torch.no_grad():
+        return forward(*args, **kwargs)
 
 
 def is_quantized(module: nn.Module, weights: str) -> bool:

@@ -202,9 +202,9 @@ def run_generator_cell(cell: EfficiencyCell, options: Any, device: str, benchmar
     def load() -> dict[str, Any]:
         # every profile loads the whole pipeline (random: full-size text encoders, denoiser and VAE)
         loaded = load_pipeline(spec.id, prec.id, profile, device=device, store=store_for(options),
-                               model_root=options.model_root)
+                               model_root=options.model_root, gguf_dir=options.gguf_dir)
         holder["loaded"], holder["model"], load_s = loaded, loaded.denoiser, loaded.load_seconds
-        return {"load_s": load_s}
+        return {"load_s": load_s, **loaded.weights_source}
 
     def step() -> Any:
         with torch.inference_mode():
