@@ -79,12 +79,16 @@ class DetectorEfficiencyCell:
 
 def efficiency_cells(generators: tuple[str, ...] | list[str], precisions: tuple[str, ...] | list[str],
                      compile_modes: tuple[bool, ...] | list[bool] = (False,)) -> list[EfficiencyCell]:
-    """Every generator x precision x compile mode, generators outermost (so one model family stays warm)."""
+    """Every generator x precision x compile mode, generators outermost (so one model family stays warm).
+
+    A precision meant to run compiled (``fp8rw``) gets its eager and its compiled cell whatever the modes: the
+    speed it is for shows only against its own eager latency and compile time, in the same run.
+    """
     from quantfake.precisions import get_precision
 
-    for p in precisions:
-        get_precision(p)  # unknown ids fail here, listing the valid ones
-    return [EfficiencyCell(get_generator(g).id, p, c) for g in generators for p in precisions for c in compile_modes]
+    specs = [get_precision(p) for p in precisions]  # unknown ids fail here, listing the valid ones
+    return [EfficiencyCell(get_generator(g).id, s.id, c) for g in generators for s in specs
+            for c in ((False, True) if s.compiled else compile_modes)]
 
 
 def detector_cells(detectors: tuple[str, ...] | list[str], dtypes: tuple[str, ...] | list[str] = tuple(DETECTOR_DTYPES),

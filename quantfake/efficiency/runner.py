@@ -37,6 +37,7 @@ from quantfake.efficiency.cells import (
 )
 from quantfake.efficiency.devices import device_info, synchronize
 from quantfake.efficiency.oom import free_cached_memory
+from quantfake.errors import MissingWeightsError
 from quantfake.generators import get_generator
 from quantfake.loading import load_pipeline, resolve_device
 from quantfake.precisions import get_precision, reference_precision, unavailable_reason
@@ -201,8 +202,11 @@ def run_generator_cell(cell: EfficiencyCell, options: Any, device: str, benchmar
 
     def load() -> dict[str, Any]:
         # every profile loads the whole pipeline (random: full-size text encoders, denoiser and VAE)
-        loaded = load_pipeline(spec.id, prec.id, profile, device=device, store=store_for(options),
-                               model_root=options.model_root, gguf_dir=options.gguf_dir)
+        try:
+            loaded = load_pipeline(spec.id, prec.id, profile, device=device, store=store_for(options),
+                                   model_root=options.model_root, gguf_dir=options.gguf_dir)
+        except MissingWeightsError as exc:  # a cell whose weights are missing skips naming the path it sought
+            raise CellSkipped(str(exc)) from None
         holder["loaded"], holder["model"], load_s = loaded, loaded.denoiser, loaded.load_seconds
         return {"load_s": load_s, **loaded.weights_source}
 
