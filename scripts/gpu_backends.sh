@@ -7,6 +7,8 @@
 #   compile  $COMPILE_CELLS (default flux:bf16) under torch.compile, one process per cell: the compiled bf16
 #            that compiled fp8rw must also beat
 #   table    scripts/effic_table.py over $OUT: "vs bf16" of "fp8rw +compile" is compiled fp8rw / eager bf16
+#   fidelity (not in the default) $FID_GENERATORS (default sd3) x the same precisions, $FID_IMAGES txt2img images
+#            each: PSNR / SSIM against bf16 (the reference when fp32 is not asked for), same seeds
 #
 # --steps $STEPS (default 4) keeps each end-to-end image short; step latency is measured per denoiser step.
 # GGUF on the random profile is quantized on the GPU (torch port of gguf's quantizers, byte-identical, tested)
@@ -56,7 +58,10 @@ for stage in ${STAGES[*]}; do
                step "compile_${g}_$p" 0 "$COMPILE_TIMEOUT_S" --compile --generators "$g" --precisions "$p"
              done;;
     table) python3 scripts/effic_table.py "$OUT" || RC=$?;;
-    *) echo "unknown stage '$stage'; accepted: eager compile table" >&2; exit 2;;
+    fidelity) python3 -m pytest bench/test_fidelity.py "${COMMON[@]}" --generators "${FID_GENERATORS:-sd3}" \
+                --precisions "$PRECISIONS" --modes txt2img --n-images "${FID_IMAGES:-4}" \
+                --baselines-dir "$OUT/baselines" --update-baselines || RC=$?;;  # numbers: $OUT/baselines/random.json
+    *) echo "unknown stage '$stage'; accepted: eager compile table fidelity" >&2; exit 2;;
   esac
 done
 echo "stages ${STAGES[*]}: rc=$RC, JSON in $OUT"

@@ -1,7 +1,7 @@
 """A whole pipeline whose denoiser comes through diffusers' GGUF loader; the rest at the compute dtype.
 
 Weights folder (tiny, pretrained): quantfake writes ``<store>/models/gguf/<generator>-<weights key>-<id>.gguf`` once
-from the folder's float32 denoiser, or takes the user's ``--gguf-dir`` file, and ``from_single_file`` reads it.
+from the folder's denoiser in float32 (quantized on the device it will run on), or takes the user's ``--gguf-dir`` file, and ``from_single_file`` reads it.
 Random profile: the full-size denoiser is built on the device, quantized there and handed to ``from_single_file``
 as a state dict (no multi-GB file per run); the loader, its ``GGUFLinear`` layers and the check are the same.
 """
@@ -60,9 +60,9 @@ def load_gguf_pipeline(gen: GeneratorSpec, prec: PrecisionSpec, folder: Path | N
     if folder is None:
         return _random_in_memory(gen, prec, den_cls, device, user_file)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    source = user_file or ensure_gguf_file(
+    source = user_file or ensure_gguf_file(  # quantized where it will run: gguf's numpy on CPU, its torch port on GPU
         lambda: den_cls.from_pretrained(folder, subfolder=gen.denoiser, torch_dtype=torch.float32,
-                                        local_files_only=True),
+                                        local_files_only=True).to(device),
         prec.gguf_type, store.models_dir / "gguf", f"{gen.id}-{config_hash(model_key)}-{prec.id}.gguf")
     model = load_gguf_model(den_cls, source.path, folder, gen.denoiser, prec.torch_dtype, device)
     pipe = cls.from_pretrained(folder, torch_dtype=prec.torch_dtype, local_files_only=True,
