@@ -92,7 +92,7 @@ def _doctor(argv: list[str]) -> int:
 
     from quantfake.environment import collect_environment
     from quantfake.loading import resolve_device
-    from quantfake.precisions import PRECISIONS, unavailable_reason
+    from quantfake.precisions import PRECISIONS, precision_note, unavailable_reason
 
     env = collect_environment()
     device = resolve_device(None)
@@ -102,7 +102,8 @@ def _doctor(argv: list[str]) -> int:
     print("precisions:")
     for p in PRECISIONS.values():
         reason = unavailable_reason(p, device)
-        print(f"  {p.id:8s} {'ok' if reason is None else 'unavailable: ' + reason}")
+        note = precision_note(p)
+        print(f"  {p.id:11s} {'ok' if reason is None else 'unavailable: ' + reason}{note}")
     return 0
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 TRACKED_PACKAGES: tuple[str, ...] = (
-    "quantfake", "torch", "diffusers", "transformers", "accelerate", "bitsandbytes", "torchao", "safetensors",
-    "numpy", "scipy", "scikit-learn", "scikit-image", "pillow",
+    "quantfake", "torch", "diffusers", "transformers", "accelerate", "bitsandbytes", "torchao", "optimum-quanto",
+    "gguf", "safetensors", "numpy", "scipy", "scikit-learn", "scikit-image", "pillow",
 )
 
 

@@ -58,6 +58,7 @@ class LoadedPipeline:
     #: the memory fit (``quantfake.memory_placement.Placement``) under ``--vram-budget``; None: placed whole on device
     memory_fit: Any = None
     compile_s: float | None = None  # the first compiled call's extra seconds, once measured (quantfake.recipes)
+    weights_source: dict[str, Any] = field(default_factory=dict)  # a GGUF file's path, sha256, origin, types
     _modes: dict[str, Any] = field(default_factory=dict, repr=False)
     _eager: Any = field(default=None, repr=False)  # the denoiser as loaded
     _compiled: Any = field(default=None, repr=False)  # its torch.compile wrapper (compiles at its first call)
@@ -157,7 +158,8 @@ def find_pretrained(spec: GeneratorSpec, model_root: Path | None = None) -> Path
 
 def load_pipeline(generator: str, precision: str, profile: str = "tiny", *, device: str | None = None,
                   store: Store | None = None, model_root: Path | None = None,
-                  quantize_text_encoders: bool = False, place: bool = True) -> LoadedPipeline:
+                  quantize_text_encoders: bool = False, place: bool = True,
+                  gguf_dir: Path | None = None) -> LoadedPipeline:
     """Load ``generator`` at ``precision`` for ``profile``, quantize it and prove the quantization took.
 
     ``place=False`` leaves the components on the CPU (quantized as they would run; diffusers' quantize-at-load
@@ -181,8 +183,20 @@ def load_pipeline(generator: str, precision: str, profile: str = "tiny", *, devi
         folder = find_pretrained(gen, model_root)
         model_key = _random_root_key(folder) or f"pretrained:{gen.hub_id}@{folder.name}"
     comps = components_to_quantize(gen, quantize_text_encoders)
+    if prec.kind == "gguf":
+        from quantfake.backends.load_gguf import check_gguf_request, user_gguf
+
+        check_gguf_request(gen, prec, comps)
+        user_file = None if prec.gguf_type else user_gguf(gguf_dir, gen.id)
+        model_key = f"{model_key}+gguf:{user_file.sha256[:16]}" if user_file else model_key
     start = time.perf_counter()
-    if folder is None:
+    weights_source: dict[str, Any] = {}
+    if prec.kind == "gguf":
+        from quantfake.backends.load_gguf import load_gguf_pipeline
+
+        pipe, gguf_source = load_gguf_pipeline(gen, prec, folder, device, store, model_key, user_file)
+        weights_source = gguf_source.record()
+    elif folder is None:
         pipe = _random_in_memory(gen, prec, comps, device, place)
     else:
         pipe = _from_folder(gen, prec, folder, comps, device, place)
@@ -192,7 +206,8 @@ def load_pipeline(generator: str, precision: str, profile: str = "tiny", *, devi
     pipe.set_progress_bar_config(disable=True)
     report = verify(pipe, prec, comps)
     source = str(folder) if folder else f"in memory: seeded random init on {device}"
-    return LoadedPipeline(gen, prec, profile, pipe, source, model_key, device, comps, seconds, report)
+    return LoadedPipeline(gen, prec, profile, pipe, source, model_key, device, comps, seconds, report,
+                          weights_source=weights_source)
 
 
 def _random_root_key(folder: Path) -> str | None:
@@ -244,6 +259,18 @@ def _from_folder(gen: GeneratorSpec, prec: PrecisionSpec, folder: Path, comps: l
         qcfg = pipeline_quantization_config(prec, comps)
         pipe = cls.from_pretrained(folder, quantization_config=qcfg, torch_dtype=prec.torch_dtype, **offline)
         return pipe.to(device) if place else pipe
+    if prec.kind == "quanto":
+        # diffusers' QuantoConfig on every device for its own models; transformers' text encoders in memory
+        at_load = [c for c in comps if c == gen.denoiser]
+        qcfg = pipeline_quantization_config(prec, at_load)
+        pipe = cls.from_pretrained(folder, quantization_config=qcfg, torch_dtype=prec.torch_dtype, **offline)
+        pipe = pipe.to(device) if place else pipe
+        from quantfake.backends.quanto import allow_inference_mode_
+
+        allow_inference_mode_(getattr(pipe, gen.denoiser))
+        for name in (c for c in comps if c not in at_load):
+            setattr(pipe, name, quantize_module_(getattr(pipe, name), prec, device).to(target))
+        return pipe
     if prec.kind in ("dtype", "layerwise"):
         pipe = cls.from_pretrained(folder, torch_dtype=prec.torch_dtype, **offline).to(target)
         if prec.kind == "layerwise":

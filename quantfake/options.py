@@ -82,6 +82,7 @@ class BenchOptions:
     store: Path = Path(".quantfake")
     model_root: Path | None = None
     weights_dir: Path | None = None
+    gguf_dir: Path | None = None  # the user's <generator>.gguf files (precision ``gguf``)
     real_dir: Path | None = None
     inception_weights: Path | None = None
     prompts: tuple[str, ...] | None = None  # --prompts FILE, one prompt a line; None: the built-in 16
@@ -147,6 +148,7 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
         match_format=bool(raw.get("match_format")), detector_weights=parse_weights_choices(raw.get("detector_weights")),
         store=path("store", None) or _default_store(),
         model_root=path("model_root"), weights_dir=path("weights_dir"), real_dir=path("real_dir"),
+        gguf_dir=_existing_dir(raw.get("gguf_dir"), "--gguf-dir"),
         inception_weights=path("inception_weights"),
         prompts=_prompts(raw.get("prompts")) or (preset.prompts if preset else None),
         img2img_prompts=preset.img2img_prompts if preset and not raw.get("prompts") else None,
@@ -188,6 +190,14 @@ def _vram_budget(value: str | None) -> float | None:
     from quantfake.memory_fit import check_budget
 
     return None if value in (None, "") else check_budget(value)
+
+
+def _existing_dir(value: str | None, flag: str) -> Path | None:
+    if not value:
+        return None
+    if not Path(value).is_dir():
+        raise ValueError(f"{flag} {value!r}: not a folder (expected a folder of <generator>.gguf files)")
+    return Path(value)
 
 
 def _prompts(value: str | None) -> tuple[str, ...] | None:

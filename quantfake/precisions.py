@@ -2,7 +2,8 @@
 
 Naming is truthful: ``int8`` is bitsandbytes LLM.int8 (the student study this project grew from called it
 "fp8"); ``fp8`` is real float8 e4m3 weight storage (diffusers layerwise casting, bf16 compute).
-torchao backends and the low-bit post-training (simulated) quantizers have ids of their own.
+torchao backends, the low-bit post-training (simulated) quantizers, optimum-quanto (``quanto-*``) and GGUF
+(``q8_0`` ... made by quantfake from the reference weights; ``gguf``: the user's own file) have ids of their own.
 
 Two application paths, one set of modules:
 * CUDA + weights on disk: diffusers' own quantize-at-load (``PipelineQuantizationConfig``), memory-efficient
@@ -28,13 +29,17 @@ class PrecisionSpec:
 
     id: str
     description: str
-    kind: str  # "dtype" | "layerwise" | "bnb" | "torchao" | "ptq"
+    kind: str  # "dtype" | "layerwise" | "bnb" | "torchao" | "ptq" | "quanto" | "gguf"
     torch_dtype: torch.dtype  # dtype of everything not quantized, and the compute dtype
     is_reference: bool = False
     requires_cuda: bool = False
     min_compute_capability: tuple[int, int] | None = None
     bnb_kwargs: dict[str, Any] = field(default_factory=dict, repr=False)
     torchao_config: str | None = None
+    torchao_granularity: str | None = None  # a torchao.quantization granularity class (``PerRow``), else default
+    quanto_weights: str | None = None  # diffusers QuantoConfig weights_dtype: int8 | int4 | float8
+    gguf_type: str | None = None  # ggml type quantfake writes (Q8_0 ...); None with kind gguf: the user's file
+    compiled: bool = False  # meant to run under torch.compile (--compile); eager cells are its baseline
     ptq_bits: int | None = None
     ptq_act_bits: int | None = None
     study_name: str | None = None  # what the student study called it, where that differs
@@ -49,8 +54,8 @@ class PrecisionSpec:
         """The ``quant_backend`` name diffusers' ``PipelineQuantizationConfig`` uses, if any."""
         if self.kind == "bnb":
             return "bitsandbytes_4bit" if self.bnb_kwargs.get("load_in_4bit") else "bitsandbytes_8bit"
-        if self.kind == "torchao":
-            return "torchao"
+        if self.kind in ("torchao", "quanto"):
+            return self.kind
         return None
 
 
@@ -79,6 +84,24 @@ PRECISIONS: dict[str, PrecisionSpec] = {
                       torchao_config="Int8WeightOnlyConfig"),
         PrecisionSpec("int8dq", "torchao int8 dynamic activation + int8 weight", "torchao", torch.bfloat16,
                       torchao_config="Int8DynamicActivationInt8WeightConfig"),
+        PrecisionSpec("fp8rw", "torchao row-wise float8 dynamic activation + float8 weight (e4m3, one scale per "
+                      "row), meant to run compiled (--compile)", "torchao", torch.bfloat16, requires_cuda=True,
+                      min_compute_capability=(8, 9), torchao_config="Float8DynamicActivationFloat8WeightConfig",
+                      torchao_granularity="PerRow", compiled=True),
+        PrecisionSpec("quanto-int8", "optimum-quanto int8 weights (per-channel scales), bf16 compute", "quanto",
+                      torch.bfloat16, quanto_weights="int8"),
+        PrecisionSpec("quanto-int4", "optimum-quanto int4 weights (group-wise scales and shifts), bf16 compute",
+                      "quanto", torch.bfloat16, quanto_weights="int4"),
+        PrecisionSpec("quanto-fp8", "optimum-quanto float8 e4m3 weights (per-channel scales), bf16 compute", "quanto",
+                      torch.bfloat16, quanto_weights="float8"),
+        PrecisionSpec("q8_0", "GGUF Q8_0 linear weights (8-bit, 32-weight blocks) made from the reference, bf16 "
+                      "compute (diffusers GGUF loader)", "gguf", torch.bfloat16, gguf_type="Q8_0"),
+        PrecisionSpec("q5_0", "GGUF Q5_0 linear weights (5-bit, 32-weight blocks) made from the reference, bf16 "
+                      "compute (diffusers GGUF loader)", "gguf", torch.bfloat16, gguf_type="Q5_0"),
+        PrecisionSpec("q4_0", "GGUF Q4_0 linear weights (4-bit, 32-weight blocks) made from the reference, bf16 "
+                      "compute (diffusers GGUF loader)", "gguf", torch.bfloat16, gguf_type="Q4_0"),
+        PrecisionSpec("gguf", "the user's own GGUF file per generator (--gguf-dir DIR/<generator>.gguf; any type "
+                      "diffusers reads, K-quants included), hashed and recorded", "gguf", torch.bfloat16),
         PrecisionSpec("w8", "8-bit per-channel uniform weight PTQ (simulated), fp32 compute", "ptq",
                       torch.float32, ptq_bits=8),
         PrecisionSpec("w4", "4-bit per-channel uniform weight PTQ (simulated), fp32 compute", "ptq",
@@ -122,11 +145,11 @@ def unavailable_reason(spec: PrecisionSpec, device: torch.device | str) -> str |
         if cc < spec.min_compute_capability:
             need = ".".join(map(str, spec.min_compute_capability))
             return f"{spec.id} needs compute capability >= {need}; this GPU has {cc[0]}.{cc[1]}"
-    for module in required_packages(spec):
+    for package in required_packages(spec):
         try:
-            __import__(module)
+            __import__({"optimum-quanto": "optimum.quanto"}.get(package, package))
         except ImportError:
-            return f"{spec.id} needs the Python package {module!r} (pip install 'quantfake[gpu]')"
+            return f"{spec.id} needs the Python package {package!r} (pip install {package})"
     if spec.torchao_config in CPU_INT8_ACTIVATION_CONFIGS and device.type == "cpu":
         capability = torch.backends.cpu.get_cpu_capability()
         if capability not in CPU_INT8_ACTIVATION_CAPABILITIES:
@@ -136,6 +159,15 @@ def unavailable_reason(spec: PrecisionSpec, device: torch.device | str) -> str |
     return None
 
 
+def precision_note(spec: PrecisionSpec) -> str:
+    """What else a precision needs to run as meant (``quantfake doctor``): --compile, or the user's GGUF files."""
+    if spec.compiled:
+        return " (meant compiled: run its efficiency cells with --compile, and once without for eager)"
+    if spec.kind == "gguf" and spec.gguf_type is None:
+        return " (reads --gguf-dir DIR/<generator>.gguf; a cell without it skips naming the path)"
+    return ""
+
+
 #: torchao configs that quantize activations to int8: on CPUs without VNNI their int8 GEMMs (u8 x s8 -> s16 pairs)
 #: saturate, so the numbers measure the processor, not the precision (issue 14, AVX2 emulated on an EPYC)
 CPU_INT8_ACTIVATION_CONFIGS: tuple[str, ...] = ("Int8DynamicActivationInt8WeightConfig",)
@@ -143,8 +175,10 @@ CPU_INT8_ACTIVATION_CAPABILITIES: tuple[str, ...] = ("AVX512",)
 
 
 def required_packages(spec: PrecisionSpec) -> tuple[str, ...]:
-    """The quantization backend ``spec`` runs on (its version is part of every generation key)."""
-    return {"bnb": ("bitsandbytes",), "torchao": ("torchao",)}.get(spec.kind, ())
+    """The quantization backend ``spec`` runs on, as distribution names (its version is part of every generation
+    key; :func:`unavailable_reason` imports it)."""
+    return {"bnb": ("bitsandbytes",), "torchao": ("torchao",), "quanto": ("optimum-quanto",),
+            "gguf": ("gguf",)}.get(spec.kind, ())
 
 
 def require_available(spec: PrecisionSpec, device: torch.device | str) -> None:
@@ -160,9 +194,14 @@ def require_available(spec: PrecisionSpec, device: torch.device | str) -> None:
 
 def pipeline_quantization_config(spec: PrecisionSpec, components: list[str]) -> Any | None:
     """A diffusers ``PipelineQuantizationConfig`` for ``components``, or None for non-quantizing precisions."""
-    if spec.kind not in ("bnb", "torchao"):
+    if spec.kind not in ("bnb", "torchao", "quanto"):
         return None
     from diffusers.quantizers import PipelineQuantizationConfig
+
+    if spec.kind == "quanto":
+        from quantfake.backends.quanto import quanto_config
+
+        return PipelineQuantizationConfig(quant_mapping={c: quanto_config(spec.quanto_weights) for c in components})
 
     if spec.kind == "bnb":
         return PipelineQuantizationConfig(
@@ -187,7 +226,8 @@ def _torchao_config(spec: PrecisionSpec) -> Any:
     """
     import torchao.quantization as tq
 
-    return getattr(tq, spec.torchao_config)(set_inductor_config=False)
+    extra = {"granularity": getattr(tq, spec.torchao_granularity)()} if spec.torchao_granularity else {}
+    return getattr(tq, spec.torchao_config)(set_inductor_config=False, **extra)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,6 +259,14 @@ def quantize_module_(module: nn.Module, spec: PrecisionSpec, device: torch.devic
         module.to(device=device, dtype=spec.torch_dtype)
         quantize_(module, _torchao_config(spec))
         return module
+    if spec.kind == "quanto":
+        from quantfake.backends.quanto import quantize_linears_
+
+        module.to(device=device, dtype=spec.torch_dtype)
+        return quantize_linears_(module, spec.quanto_weights, tuple(getattr(module, "_keep_in_fp32_modules", None) or ()))
+    if spec.kind == "gguf":
+        raise ValueError(f"{spec.id}: GGUF weights load through a file or state dict (quantfake.loading), "
+                         "not by quantizing a module in place")
     if spec.kind == "ptq":
         from quantfake.ptq import MSECalibrator, quantize_weights_
 
@@ -285,6 +333,15 @@ def _is_quantized_module(module: nn.Module, spec: PrecisionSpec) -> bool:
         return any(type(p.data) not in (torch.Tensor, nn.Parameter) for p in own)
     if spec.kind == "ptq":
         return getattr(module, "quantfake_ptq", None) is not None
+    if spec.kind == "quanto":
+        from quantfake.backends.quanto import is_quantized
+
+        return is_quantized(module, spec.quanto_weights)
+    if spec.kind == "gguf":
+        from diffusers.quantizers.gguf.utils import GGUFParameter
+
+        return any(isinstance(p, GGUFParameter) and (spec.gguf_type is None or p.quant_type.name == spec.gguf_type)
+                   for p in own)
     return False
 
 
@@ -309,6 +366,10 @@ def describe_component(module: nn.Module, spec: PrecisionSpec) -> dict[str, Any]
         from quantfake.ptq import ptq_weights_bytes
 
         info["packed_weights_bytes"] = ptq_weights_bytes(module)
+    if spec.kind == "gguf":
+        from quantfake.backends.gguf import describe_gguf
+
+        info.update(describe_gguf(module))
     return info
 
 
@@ -333,7 +394,23 @@ def verify(pipe: Any, spec: PrecisionSpec, components: list[str]) -> dict[str, d
             floats = {d: n for d, n in info["param_dtypes"].items() if d.startswith(("float", "bfloat"))}
             if set(floats) != {wanted}:
                 raise QuantizationNotApplied(f"{spec.id}: component {name!r} holds dtypes {floats}, wanted {wanted}")
+        if spec.kind == "gguf":
+            _check_gguf_bytes(spec, name, info)
     return report
+
+
+def _check_gguf_bytes(spec: PrecisionSpec, name: str, info: dict[str, Any]) -> None:
+    """Every GGUF type's bytes per weight must be its block layout's (Q4_0: 4.5 bits), and quantfake's own files
+    hold the one type asked for: a file whose blocks were written or read wrong fails here, not in the pixels."""
+    from quantfake.backends.gguf import expected_bits_per_weight
+
+    for type_name, bits in info["gguf_bits_per_weight"].items():
+        if bits != expected_bits_per_weight(type_name):
+            raise QuantizationNotApplied(f"{spec.id}: component {name!r} stores {type_name} at {bits} bits per weight, "
+                                         f"its block layout gives {expected_bits_per_weight(type_name)}")
+    if spec.gguf_type and set(info["gguf_types"]) != {spec.gguf_type}:
+        raise QuantizationNotApplied(f"{spec.id}: component {name!r} holds GGUF types {info['gguf_types']}, "
+                                     f"wanted only {spec.gguf_type}")
 
 
 def check_components(pipeline_cls: type, components: list[str]) -> None:

@@ -133,7 +133,7 @@ class World:
 
                 free_cached_memory()  # collects reference cycles too (offload hooks point back at their models)
         where = dict(device=self.device, store=self.store, model_root=self.o.model_root,
-                     quantize_text_encoders=self.o.quantize_text_encoders)
+                     quantize_text_encoders=self.o.quantize_text_encoders, gguf_dir=self.o.gguf_dir)
         if self.o.vram_budget_gib:  # the least costly recipe that fits, or MemoryBudgetError before any work
             from quantfake.memory_placement import load_within_budget
 

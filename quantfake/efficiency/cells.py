@@ -97,15 +97,16 @@ def efficiency_cells(generators: tuple[str, ...] | list[str], precisions: tuple[
                      e2e_batches: tuple[int, ...] | list[int] = ()) -> list[EfficiencyCell]:
     """Every generator x precision x compile mode: the step cell, then one end-to-end cell per batch size.
 
-    Generators outermost and a pipeline's cells next to each other, so one loaded pipeline serves them all.
+    Generators outermost and a pipeline's cells next to each other, so one loaded pipeline serves them all. A
+    precision meant to run compiled (``fp8rw``) gets its eager and its compiled cells whatever the modes: the speed
+    it is for shows only against its own eager latency and compile time, in the same run.
     """
     from quantfake.precisions import get_precision
 
-    for p in precisions:
-        get_precision(p)  # unknown ids fail here, listing the valid ones
-    return [cell for g in generators for p in precisions for c in compile_modes
-            for cell in (EfficiencyCell(get_generator(g).id, p, c),
-                         *(EfficiencyCell(get_generator(g).id, p, c, "e2e", b) for b in e2e_batches))]
+    specs = [get_precision(p) for p in precisions]  # unknown ids fail here, listing the valid ones
+    return [cell for g in generators for s in specs for c in ((False, True) if s.compiled else compile_modes)
+            for cell in (EfficiencyCell(get_generator(g).id, s.id, c),
+                         *(EfficiencyCell(get_generator(g).id, s.id, c, "e2e", b) for b in e2e_batches))]
 
 
 def detector_cells(detectors: tuple[str, ...] | list[str], dtypes: tuple[str, ...] | list[str] = tuple(DETECTOR_DTYPES),

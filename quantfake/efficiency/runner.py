@@ -38,7 +38,7 @@ from quantfake.efficiency.cells import (
 from quantfake.efficiency.devices import device_info, synchronize
 from quantfake.efficiency.oom import free_cached_memory
 from quantfake.efficiency.timing import Sampler, TimingStats
-from quantfake.errors import MemoryBudgetError
+from quantfake.errors import MemoryBudgetError, MissingWeightsError
 from quantfake.generators import get_generator
 from quantfake.loading import load_pipeline, resolve_device
 from quantfake.memory_placement import enforce_budget, load_within_budget, reoffload
@@ -154,7 +154,7 @@ def efficiency_device(requested: str | None, vram_budget_gib: float | None = Non
 def load_for_cell(generator: str, precision: str, options: Any, device: str) -> Any:
     """The whole pipeline of an efficiency cell: placed on ``device``, or under ``--vram-budget`` by the least
     costly memory fit for one image a call (:class:`quantfake.errors.MemoryBudgetError` when none fits)."""
-    where = dict(device=device, store=store_for(options), model_root=options.model_root)
+    where = dict(device=device, store=store_for(options), model_root=options.model_root, gguf_dir=options.gguf_dir)
     if not options.vram_budget_gib:
         return load_pipeline(generator, precision, options.profile, **where)
     size = options.size or get_generator(generator).native_size
@@ -260,7 +260,8 @@ _PIPELINE: dict[tuple[Any, ...], Any] = {}
 
 def shared_pipeline(generator: str, precision: str, options: Any, device: str) -> Any:
     """The loaded pipeline of ``generator`` x ``precision`` (loading it, after releasing any other)."""
-    key = (generator, precision, options.profile, device, str(options.model_root), str(options.store))
+    key = (generator, precision, options.profile, device, str(options.model_root), str(options.store),
+           str(options.gguf_dir))
     if key not in _PIPELINE:
         release_pipeline()
         _PIPELINE[key] = load_for_cell(generator, precision, options, device)
@@ -308,6 +309,10 @@ def run_generator_cell(cell: EfficiencyCell, options: Any, device: str, benchmar
             loaded = oom_guarded(lambda: {"pipeline": shared_pipeline(spec.id, prec.id, options, device)})
         except MemoryBudgetError as exc:
             loaded = {"oom": False, "memory_fit_refused": str(exc)}
+        except MissingWeightsError as exc:  # a cell whose weights are missing skips naming the path it sought
+            raise CellSkipped(str(exc)) from None
+        if "pipeline" in loaded:
+            extra.update(loaded["pipeline"].weights_source)  # a GGUF file's path, sha256, origin, types
         fit = None if "pipeline" not in loaded else loaded["pipeline"].memory_fit
         if fit is not None:
             extra["memory_fit"] = fit.record()
