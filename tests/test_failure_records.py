@@ -81,3 +81,23 @@ def test_the_cli_shows_an_unsafe_checkpoint_as_one_message(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("quantfake train: error: ") and "--trust-checkpoints" in err
     assert len(err.strip().splitlines()) == 1 and "this pickle ran code" not in err
+
+
+def test_a_cell_kind_with_no_cell_in_the_grid_is_skipped_without_an_internal_error(tmp_path: Path) -> None:
+    """An empty parameter set (here: no detector precision but fp32) reaches the report hook with pytest's NOTSET
+    in place of a cell; on an H100 this used to end the session with an INTERNALERROR (exit 3, read as "new
+    baselines" by gpu-bench.sh)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "pytest", "bench/test_detector_precision.py", "-p", "no:cacheprovider", "-q",
+           "--grid", "full", "--generators", "fluxs", "--detector-precisions", "fp32", f"--store={tmp_path / 's'}",
+           f"--history={tmp_path / 'h'}", f"--baselines-dir={tmp_path / 'b'}", "--no-report"]
+    env = {k: v for k, v in os.environ.items() if k not in ("QUANTFAKE_RUN_ID", "QUANTFAKE_STORE")}
+    env.update(PYTHONPATH=str(repo))
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert "INTERNALERROR" not in out and proc.returncode in (0, 5), out[-3000:]
+    assert "1 skipped" in out, out[-3000:]

@@ -14,23 +14,28 @@ import os
 
 def pytest_configure(config) -> None:
     from quantfake.generate import GeneratedImage
+    from quantfake.integrity import read_verified_image
     from quantfake.perturbations import jpeg_reencode
     from quantfake.world import World
 
     target = os.environ["QF_TEST_JPEG_PRECISION"]
     quality = int(os.environ.get("QF_TEST_JPEG_QUALITY", "30"))
 
+    @dataclasses.dataclass
     class Reencoded(GeneratedImage):
+        clean_sha256: str = ""  # the stored bytes' hash: they are verified, then re-encoded
+
         def open(self):
-            return jpeg_reencode(super().open(), quality)
+            return jpeg_reencode(read_verified_image(self.path, self.clean_sha256), quality)
 
     fakes = World.fakes
 
-    def degraded(self, generator, precision, mode, role="eval"):
-        result = fakes(self, generator, precision, mode, role)
+    def degraded(self, generator, precision, mode, role="eval", shard=(0, 1)):
+        result = fakes(self, generator, precision, mode, role, shard)
         if precision != target or role != "eval":
             return result
-        images = [Reencoded(im.seed, im.path, f"{im.sha256}-jpeg{quality}", im.prompt) for im in result.images]
+        images = [Reencoded(im.seed, im.path, f"{im.sha256}-jpeg{quality}", im.prompt, im.sha256)
+                  for im in result.images]
         return dataclasses.replace(result, images=images)
 
     World.fakes = degraded
