@@ -134,6 +134,10 @@ def request_key(loaded: LoadedPipeline, req: GenerationRequest) -> str:
     if fit is not None and fit.recipe.vae_mode:  # sliced / tiled decoding changes pixels; offload does not
         ident["vae_decode"] = fit.recipe.vae_mode
     ident["versions"] = generation_versions(required_packages(loaded.precision))
+    if torch.device(loaded.device).type == "cpu":
+        # CPU kernels split reductions by thread: img2img's VAE encode gave other bytes at 1 thread than at 2
+        # (torchrun's OMP_NUM_THREADS=1 against a 2-thread bench), so a set made at another count is not reused
+        ident["cpu_threads"] = torch.get_num_threads()
     if not req.compile:
         del ident["compile"]  # eager keys stay those made before compile was a field
     return f"{loaded.generator.id}-{loaded.precision.id}-{req.mode}-{config_hash(ident)}"

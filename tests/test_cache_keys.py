@@ -92,3 +92,18 @@ def test_the_world_keys_int8_scores_by_the_run_s_calibration_set(tmp_path: Path)
     one = _world_calibration(tmp_path, "fluxs,sd3", base)
     other = _world_calibration(tmp_path, "sd3,fluxs", base)
     assert one != other and one.startswith("int8+calib:")
+
+
+def test_cpu_generation_keys_hold_the_thread_count() -> None:
+    """On a CPU the same img2img request gave other bytes at 1 and 2 intra-op threads."""
+    from quantfake.generate import GenerationRequest, request_key
+
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = request_key(_loaded("fp32"), GenerationRequest(mode="img2img"))
+        torch.set_num_threads(2)
+        two = request_key(_loaded("fp32"), GenerationRequest(mode="img2img"))
+    finally:
+        torch.set_num_threads(previous)
+    assert one != two

@@ -167,6 +167,7 @@ def test_the_key_records_the_recipe_and_keeps_eager_keys(fluxs: LoadedPipeline) 
              **{k: v for k, v in dataclasses.asdict(_req(4)).items() if k not in ("n_images", "compile")}}
     ident["prompts"] = list(ident["prompts"])
     ident["versions"] = generation_versions(required_packages(fluxs.precision))
+    ident["cpu_threads"] = torch.get_num_threads()
     assert request_key(fluxs, _req(4)).endswith(config_hash(ident)), "eager keys hold no compile field"
 
 
