@@ -24,7 +24,7 @@ from typing import Any
 
 from quantfake.errors import MemoryBudgetError, MissingWeightsError, PrecisionUnavailable, UnknownIdError
 from quantfake.options import BenchOptions, build_options
-from quantfake.packing import Unit, lpt, split_heavy
+from quantfake.packing import Unit, heaviest_first, lpt, split_heavy
 from quantfake.store import Store
 
 #: (mode, role) pairs: role "eval" fakes are scored in cells, role "train" fakes train the tiny detectors.
@@ -118,12 +118,15 @@ def job_cost(o: BenchOptions, job: Job) -> float:
                for mode, role in job.tasks)
 
 
-def shard_jobs(o: BenchOptions, jobs: Sequence[Job], n_processes: int) -> list[list[Unit]]:
-    """Each process's units of work (whole jobs, or chunk shards of the heaviest), LPT-packed from the estimated
-    costs: the order in which the units are offered (heaviest first) and what a static split would give."""
+def job_units(o: BenchOptions, jobs: Sequence[Job], n_processes: int) -> list[Unit]:
+    """Every unit of work of the launch: whole jobs, or chunk shards of those heavier than a fair share."""
     chunks = max(1, -(-max(o.n_images, o.n_train if o.profile == "tiny" else 0) // max(1, o.batch_size)))
-    units = split_heavy([(j.id, job_cost(o, j)) for j in jobs], n_processes, max_shards=chunks)
-    return lpt(units, n_processes)
+    return split_heavy([(j.id, job_cost(o, j)) for j in jobs], n_processes, max_shards=chunks)
+
+
+def shard_jobs(o: BenchOptions, jobs: Sequence[Job], n_processes: int) -> list[list[Unit]]:
+    """Each process's units of work, LPT-packed from the estimated costs: what a static split would give."""
+    return lpt(job_units(o, jobs, n_processes), n_processes)
 
 
 def claim(units: Iterable[Unit], claims: Path) -> Iterator[Unit]:
@@ -145,8 +148,7 @@ def claim(units: Iterable[Unit], claims: Path) -> Iterator[Unit]:
 
 def offered_units(o: BenchOptions, jobs: Sequence[Job], n_processes: int) -> list[Unit]:
     """Every unit of the launch, heaviest first (ties in a fixed order), as :func:`claim` offers them."""
-    packed = shard_jobs(o, jobs, n_processes)
-    return sorted((u for units in packed for u in units), key=lambda u: (-u.cost, str(u.key), u.shard))
+    return heaviest_first(job_units(o, jobs, n_processes))
 
 
 def prepare_model_folders(o: BenchOptions, jobs: Sequence[Job]) -> None:
@@ -155,8 +157,9 @@ def prepare_model_folders(o: BenchOptions, jobs: Sequence[Job]) -> None:
         return
     from quantfake.tiny import ensure_tiny_pipeline
 
+    models = Store(o.store).models_dir
     for generator in dict.fromkeys(j.generator for j in jobs):
-        ensure_tiny_pipeline(generator, Store(o.store).models_dir)
+        ensure_tiny_pipeline(generator, models)
 
 
 def process_device(requested: str | None, num_processes: int, state_device: str) -> str:

@@ -188,6 +188,7 @@ def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
                    disable=not progress or not todo, leave=False)
         # One writer thread: chunk k's PNG encoding and atomic writes (PIL and file I/O release the GIL) overlap
         # chunk k+1's denoising, so the store costs a run almost nothing beyond the last chunk's write.
+        versions = package_versions()  # recorded in every image's manifest: read once, not per chunk
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantfake-writer") as writer:
             pending = []
             for chunk, chunk_seeds in sorted(todo.items()):
@@ -196,7 +197,7 @@ def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
                     out, precomputed = ready, ready.seconds
                 else:
                     out = pipeline_call(loaded, req, full, init_images)
-                pending.append(writer.submit(_write_chunk, folder, loaded, req, out, chunk_seeds, package_versions()))
+                pending.append(writer.submit(_write_chunk, folder, loaded, req, out, chunk_seeds, versions))
                 bar.update(len(chunk_seeds))
             made += sum(f.result() for f in pending)  # re-raises a failed write
         bar.close()

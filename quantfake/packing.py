@@ -11,7 +11,7 @@ different bins" constraint.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -41,11 +41,16 @@ def split_heavy(items: Sequence[tuple[Hashable, float]], bins: int, max_shards: 
     return units
 
 
+def heaviest_first(units: Iterable[Unit]) -> list[Unit]:
+    """``units`` by decreasing cost, ties in a fixed order (key, then shard): the order LPT places them in."""
+    return sorted(units, key=lambda u: (-u.cost, str(u.key), u.shard))
+
+
 def lpt(units: Sequence[Unit], bins: int) -> list[list[Unit]]:
     """Longest processing time first: each unit to the least loaded bin holding no other shard of its group."""
     loads = [0.0] * max(1, bins)
     packed: list[list[Unit]] = [[] for _ in loads]
-    for unit in sorted(units, key=lambda u: (-u.cost, str(u.key), u.shard)):
+    for unit in heaviest_first(units):
         free = [b for b in range(len(loads)) if all(u.key != unit.key for u in packed[b])] or list(range(len(loads)))
         b = min(free, key=lambda i: (loads[i], i))
         packed[b].append(unit)
