@@ -271,20 +271,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         broadcast_object_list(token)
         units = claim(units, Store(options.store).root / "claims" / token[0])
     mine: list[Unit] = []
+    spans: list[list[float]] = []  # [claimed at, done at] per unit, seconds since this rank started work
 
     def work() -> Iterator[tuple[Job, tuple[int, int]]]:
         for unit in units:
+            if spans:  # asking for the next unit means the previous one is done
+                spans[-1][1] = time.perf_counter() - start
             mine.append(unit)
+            spans.append([time.perf_counter() - start, 0.0])
             yield by_id[unit.key], (unit.shard, unit.shards)
+        if spans:
+            spans[-1][1] = time.perf_counter() - start
 
     start = time.perf_counter()
     outcomes = run_jobs(options, work(), rank=state.process_index, progress=progress)
-    names = ", ".join(u.key if u.shards == 1 else f"{u.key}[{u.shard + 1}/{u.shards}]" for u in mine)
-    print(f"[rank {state.process_index}/{state.num_processes}] {len(mine)} units ({names or 'none'}) of "
-          f"{len(jobs)} jobs on {device} in {time.perf_counter() - start:.1f} s, store {options.store}")
-    print("\n".join(summary_lines(outcomes, rank=state.process_index)), flush=True)
+    busy = time.perf_counter() - start
+    rank = state.process_index
+    print(f"[rank {rank}/{state.num_processes}] {len(mine)} units ({', '.join(map(unit_name, mine)) or 'none'}) "
+          f"of {len(jobs)} jobs on {device} in {busy:.1f} s, store {options.store}")
+    print("\n".join(summary_lines(outcomes, rank=rank)), flush=True)
+    print("\n".join(timeline_lines(mine, [len(by_id[u.key].tasks) for u in mine], spans, outcomes, rank)),
+          flush=True)
     state.wait_for_everyone()
+    print(f"[rank {rank}] timeline: busy {busy:.1f} s, then waited {time.perf_counter() - start - busy:.1f} s "
+          "for the other ranks", flush=True)
+    state.destroy_process_group()
     return 1 if any(o.status in ("missing", "refused") for o in outcomes) else 0
+
+
+def unit_name(unit: Unit) -> str:
+    """A job id, with its chunk share when the job was split over ranks (``flux-bf16[1/2]``)."""
+    return unit.key if unit.shards == 1 else f"{unit.key}[{unit.shard + 1}/{unit.shards}]"
+
+
+def timeline_lines(units: Sequence[Unit], task_counts: Sequence[int], spans: Sequence[Sequence[float]],
+                   outcomes: Sequence[TaskOutcome], rank: int) -> list[str]:
+    """One line per unit this rank ran: when it was claimed and done, and how much of that was generation
+    (the rest is loading and quantizing the pipeline, and the store); what explains a multi-GPU remainder."""
+    lines, first = [], 0
+    # run_jobs gives one outcome per task of each unit, in order
+    for unit, n_tasks, (began, ended) in zip(units, task_counts, spans, strict=True):
+        generating = sum(o.seconds for o in outcomes[first:first + n_tasks])
+        first += n_tasks
+        lines.append(f"[rank {rank}] timeline: {unit_name(unit):<22} {began:7.1f} -> {ended:7.1f} s "
+                     f"({ended - began:6.1f} s: generate {generating:6.1f}, load/other {ended - began - generating:5.1f})")
+    return lines
 
 
 if __name__ == "__main__":

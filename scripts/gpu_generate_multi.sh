@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One GPU against two on the rehearsal grid through `quantfake generate` (issue 17, item 2), in stages that each
 # fit one device call (run them in order on one warm machine; stores live under $WORK):
-#   STAGE=serial    `quantfake generate` in one process on GPU 0 (GENERATORS), then `pytest bench -n 0` over
-#                   that store; call it once per generator list, the serial wall is the sum of the stages
+#   STAGE=serial    `quantfake generate` in one process on GPU $SERIAL_GPU (default 0) for GENERATORS, then
+#                   `pytest bench -n 0` over that store; once per generator list, the one-GPU wall is the sum of
+#                   the stages (two lists may run at once, one per GPU: SERIAL_GPU=0 ... & SERIAL_GPU=1 ...)
+#   STAGE=weights   only build the random model folders and detector weights (before concurrent serial stages)
 #   STAGE=parallel  `accelerate launch --num_processes $NGPU` of the same generate over all of SERIAL_SETS' jobs
 #                   (heaviest first, heavy jobs split by chunks), then `pytest bench -n $NGPU` over that store;
 #                   then both stores compared file by file and both bench records cell by cell
@@ -13,7 +15,7 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-reports/gpu}"; mkdir -p "$OUT"
 WORK="${WORK:-/tmp/qf-gen}"; mkdir -p "$WORK"
 STAGE="${STAGE:?STAGE=serial or parallel}"; PROFILE="${PROFILE:-random}"; DEVICE="${DEVICE:-cuda}"
-GENERATORS="${GENERATORS:-flux,sd3,sdxl}"; PRECISIONS="${PRECISIONS:-bf16,nf4}"; N_IMAGES="${N_IMAGES:-16}"
+GENERATORS="${GENERATORS:-flux,sd3,sdxl}"; SERIAL_GPU="${SERIAL_GPU:-0}"; PRECISIONS="${PRECISIONS:-bf16,nf4}"; N_IMAGES="${N_IMAGES:-16}"
 NGPU="${NGPU:-$(nvidia-smi --list-gpus 2>/dev/null | wc -l)}"; STAGE_TIMEOUT_S="${STAGE_TIMEOUT_S:-560}"
 PYTHON="${PYTHON:-python3}"
 if compgen -G ".whl/*.whl" > /dev/null && [ ! -d /tmp/site/diffusers ]; then
@@ -35,11 +37,11 @@ stage_bench() {  # $1 store, $2 label, $3 generators, rest: xdist args
   local store=$1 label=$2 gens=$3; shift 3
   local t0; t0=$(now)
   QUANTFAKE_STORE="$store" timeout --signal=INT "$STAGE_TIMEOUT_S" "$PYTHON" -m pytest "${BENCH[@]}" "$@" \
-    --generators "$gens" "${COMMON[@]}" --history "$store/history" --baselines-dir "$store/baselines" \
+    --generators "$gens" "${COMMON[@]}" --history "$store/history_$label" --baselines-dir "$store/baselines_$label" \
     > "$OUT/bench_$label.log" 2>&1
   echo "bench $label rc=$? wall_s=$(since "$t0")" | tee -a "$OUT/walls.txt"
   tail -n 2 "$OUT/bench_$label.log"
-  local rec; rec=$(ls -t "$store"/history/*.json 2>/dev/null | head -1)
+  local rec; rec=$(ls -t "$store"/history_"$label"/*.json 2>/dev/null | head -1)
   [ -n "$rec" ] && cp "$rec" "$OUT/record_$label.json" && "$PYTHON" - "$rec" <<'PY' | tee -a "$OUT/walls.txt"
 import json, sys
 cells = json.load(open(sys.argv[1]))["cells"]
@@ -49,14 +51,15 @@ PY
 }
 
 case "$STAGE" in
+weights) ;;
 serial)
   t0=$(now)
-  CUDA_VISIBLE_DEVICES=0 QUANTFAKE_STORE="$WORK/serial" timeout --signal=INT "$STAGE_TIMEOUT_S" \
+  CUDA_VISIBLE_DEVICES=$SERIAL_GPU QUANTFAKE_STORE="$WORK/serial" timeout --signal=INT "$STAGE_TIMEOUT_S" \
     "$PYTHON" -m quantfake.cli generate "${COMMON[@]}" --generators "$GENERATORS" --device "$DEVICE" --no-progress \
     > "$OUT/generate_serial_${GENERATORS//,/_}.log" 2>&1
-  echo "generate serial [$GENERATORS] rc=$? wall_s=$(since "$t0")" | tee -a "$OUT/walls.txt"
+  echo "generate serial [$GENERATORS] on GPU $SERIAL_GPU rc=$? wall_s=$(since "$t0")" | tee -a "$OUT/walls.txt"
   tail -n 3 "$OUT/generate_serial_${GENERATORS//,/_}.log"
-  CUDA_VISIBLE_DEVICES=0 stage_bench "$WORK/serial" "serial_${GENERATORS//,/_}" "$GENERATORS" -n 0
+  CUDA_VISIBLE_DEVICES=$SERIAL_GPU stage_bench "$WORK/serial" "serial_${GENERATORS//,/_}" "$GENERATORS" -n 0
   ;;
 parallel)
   ALL="${SERIAL_SETS:-$GENERATORS}"
@@ -68,7 +71,7 @@ parallel)
   QUANTFAKE_STORE="$WORK/parallel" timeout --signal=INT "$STAGE_TIMEOUT_S" "${launch[@]}" -m quantfake.distributed \
     "${COMMON[@]}" --generators "$ALL" --no-progress > "$OUT/generate_parallel.log" 2>&1
   echo "generate parallel [$ALL] x$NGPU rc=$? wall_s=$(since "$t0")" | tee -a "$OUT/walls.txt"
-  grep -E "^\[rank" "$OUT/generate_parallel.log" | tee -a "$OUT/walls.txt"
+  grep -E "^\[rank" "$OUT/generate_parallel.log" | sort -s -k1,2 | tee -a "$OUT/walls.txt"
   stage_bench "$WORK/parallel" parallel "$ALL" -n "$NGPU" --dist loadgroup
   "$PYTHON" - "$WORK/serial" "$WORK/parallel" "$OUT" <<'PY' | tee "$OUT/equality.txt"
 import glob, hashlib, json, os, sys
@@ -90,5 +93,5 @@ for k in sorted(set(s) ^ set(p)): print("only in one run:", k)
 for k in sorted(k for k in s if k in p and k not in same): print("differs:", k)
 PY
   ;;
-*) echo "STAGE must be serial or parallel, not '$STAGE'" >&2; exit 2 ;;
+*) echo "STAGE must be weights, serial or parallel, not '$STAGE'" >&2; exit 2 ;;
 esac

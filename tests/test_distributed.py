@@ -238,3 +238,20 @@ def test_claims_give_each_unit_to_the_first_free_process(tmp_path: Path) -> None
     assert sorted(taken[0] + taken[1]) == sorted(u.key for u in units), "each unit claimed exactly once"
     assert max(free_at) == 249.0 and taken[1] == ["flux-bf16", "sdxl-nf4"]
     assert len(list((tmp_path / "claims").iterdir())) == len(units)
+
+
+def test_timeline_lines_attribute_each_units_own_generation_time():
+    """Two shards of one job on one rank: each line sums only its own tasks' seconds, in run order."""
+    from quantfake.distributed import TaskOutcome, timeline_lines
+    from quantfake.packing import Unit
+
+    units = [Unit("flux-bf16", 2.0, 0, 2), Unit("flux-bf16", 2.0, 1, 2), Unit("sd3-nf4", 1.0)]
+    outcomes = [TaskOutcome("flux-bf16", "txt2img", "eval", seconds=10.0),
+                TaskOutcome("flux-bf16", "txt2img", "eval", seconds=12.0),
+                TaskOutcome("sd3-nf4", "txt2img", "eval", seconds=3.0),
+                TaskOutcome("sd3-nf4", "img2img", "eval", seconds=4.0)]
+    lines = timeline_lines(units, [1, 1, 2], [[0.0, 15.0], [15.0, 28.0], [28.0, 40.0]], outcomes, rank=1)
+    assert [line.split("timeline: ")[1].split()[0] for line in lines] == ["flux-bf16[1/2]", "flux-bf16[2/2]", "sd3-nf4"]
+    assert "generate   10.0, load/other   5.0" in lines[0]
+    assert "generate   12.0, load/other   1.0" in lines[1]
+    assert "generate    7.0, load/other   5.0" in lines[2]
