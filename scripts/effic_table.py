@@ -98,6 +98,8 @@ def compact_table(frame: pd.DataFrame) -> pd.DataFrame:
 def detector_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per detector x dtype x batch: images/s, peak memory, FLOP-bound images/s and the fraction reached."""
     det = frame[_extra(frame, "images_per_s").notna()]
+    if det.empty:  # a run of generator cells only
+        return pd.DataFrame()
     rows = []
     for _, r in det.sort_values(["detector", "precision", "batch"]).iterrows():
         rows.append({
@@ -113,6 +115,8 @@ def detector_table(frame: pd.DataFrame) -> pd.DataFrame:
 def overhead_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Overhead guard: suite vs bare median ms, the paired ratio and its 95 % CI, the fixed cost per image."""
     ov = frame[_extra(frame, "overhead_ratio_median").notna()]
+    if ov.empty:
+        return pd.DataFrame()
     rows = []
     for _, r in ov.sort_values(["file", "generator"]).iterrows():
         low, high = r["overhead_ratio_ci95"]
@@ -121,7 +125,7 @@ def overhead_table(frame: pd.DataFrame) -> pd.DataFrame:
             "suite ms": f"{r['suite_median_ms']:.1f}", "bare ms": f"{r['bare_median_ms']:.1f}",
             "ratio (median)": f"{r['overhead_ratio_median']:.3f}", "95% CI": f"{low:.3f}..{high:.3f}",
             "ms/image": f"{r['suite_median_ms'] - r['bare_median_ms']:.1f}",
-            "guard": "fail" if low > 1 + r["overhead_tolerance"] else "pass",
+            "guard": "fail" if high > 1 + r["overhead_tolerance"] else "pass",  # as bench/test_efficiency.py
         })
     return pd.DataFrame(rows)
 
