@@ -45,7 +45,7 @@ def _models(argv: list[str]) -> int:
     """List every registry with what each id means (the single source of truth, printed)."""
     from tabulate import tabulate
 
-    from quantfake.detector_quant import DETECTOR_PRECISIONS
+    from quantfake.detector_precisions import DETECTOR_PRECISIONS
     from quantfake.detectors import DETECTORS
     from quantfake.generators import GENERATORS
     from quantfake.precisions import PRECISIONS

@@ -250,8 +250,7 @@ def full_size_memory(generator: str, precision: str, component_bytes: Mapping[st
                      guidance: float | None = None) -> PipelineMemory:
     """A :class:`PipelineMemory` from the registry's full-size configs and recorded weight bytes (no pipeline):
     how the calibration script and ``quantfake plan`` read benchmark records."""
-    from quantfake.efficiency.cells import uses_cfg
-    from quantfake.generators import VAE_CONFIGS, get_generator, vae_config_name
+    from quantfake.generators import VAE_CONFIGS, get_generator, uses_cfg, vae_config_name
     from quantfake.precisions import get_precision
 
     spec, prec = get_generator(generator), get_precision(precision)

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from quantfake.efficiency.cells import uses_cfg
-from quantfake.efficiency.devices import synchronize
-from quantfake.efficiency.weights import component_weights_bytes
+from quantfake.generators import uses_cfg
 from quantfake.loading import LoadedPipeline, load_pipeline
+from quantfake.measure.devices import synchronize
+from quantfake.measure.weights import component_weights_bytes
 from quantfake.memory_fit import (
     ELEMENT_BYTES,
     GIB,

@@ -11,7 +11,7 @@ import torch
 
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS, MODES, check_mode, get_generator
-from quantfake.loading import PROFILES, check_profile, load_pipeline
+from quantfake.loading import load_pipeline
 from quantfake.precisions import (
     DEFAULT_PRECISIONS,
     PRECISIONS,
@@ -19,6 +19,7 @@ from quantfake.precisions import (
     dtype_from_name,
     get_precision,
 )
+from quantfake.profiles import PROFILES, check_profile
 
 # Published denoiser sizes (weights in the hub checkpoint, i.e. parameters + persistent buffers such as the
 # SD3 positional-embedding table). Sources: model cards / checkpoint sizes of each hub repo.

@@ -31,14 +31,8 @@ from torch import nn
 from .checkpoints import file_sha256, save_state_dict
 from .loaded import build_module, load_detector, tiny_weights_path
 from .preprocessing import ImageBatch, as_pil_list
-from .registry import get_detector
-from .representation import (
-    DEFAULT_REPRESENTATION,
-    REPRESENTATIONS,
-    apply_representation,
-    check_representation,
-    detector_token,
-)
+from .registry import DEFAULT_REPRESENTATION, REPRESENTATIONS, check_representation, detector_token, get_detector
+from .representation import apply_representation
 from .scoring import image_sha256
 
 CACHE_FORMAT = 1
