@@ -26,13 +26,13 @@ from quantfake.memory_fit import (
     MemoryFit,
     PipelineMemory,
     Recipe,
-    check_budget,
     choose_recipe,
     denoiser_geometry,
     estimate,
     vae_compute_bytes,
     vae_geometry,
 )
+from quantfake.validation import check_budget
 
 #: why sequential offload is not offered for bitsandbytes weights (4-bit params re-quantized on dispatch)
 BNB_SEQUENTIAL = "bitsandbytes weights break under sequential offload (huggingface/diffusers#10800)"

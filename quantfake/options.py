@@ -15,11 +15,11 @@ from quantfake.detectors.registry import DETECTORS, REPRESENTATIONS, parse_weigh
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS, MODES
 from quantfake.grids import GridSpec, get_grid, resolve_grid
+from quantfake.option_specs import DEFAULT_BASELINES_DIR, DEFAULT_HISTORY_DIR
 from quantfake.perturbations import PERTURBATIONS
 from quantfake.precisions import DEFAULT_PRECISIONS, PRECISIONS
 from quantfake.profiles import PROFILE_DEFAULTS, PROFILES
-from quantfake.results import DEFAULT_HISTORY_DIR
-from quantfake.validation import parse_number, validate_options
+from quantfake.validation import check_budget, parse_number, validate_options
 
 _TINY = PROFILE_DEFAULTS["tiny"]  # BenchOptions' defaults are the tiny profile's
 
@@ -81,7 +81,7 @@ class BenchOptions:
     first_seed: int = 0  # image i of a set uses seed first_seed + i (+ seed x 1,000,000)
     preset: str | None = None
     history: Path = Path(DEFAULT_HISTORY_DIR)
-    baselines_dir: Path = Path("baselines")
+    baselines_dir: Path = Path(DEFAULT_BASELINES_DIR)
     update_baselines: bool = False
     report: bool = True
 
@@ -143,7 +143,7 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
         img2img_prompts=preset.img2img_prompts if preset and not raw.get("prompts") else None,
         img2img_steps=parse_number(raw.get("img2img_steps"), "img2img_steps"),
         first_seed=preset.first_seed if preset else 0, preset=preset.id if preset else None,
-        history=path("history", Path(DEFAULT_HISTORY_DIR)), baselines_dir=path("baselines_dir", Path("baselines")),
+        history=path("history", Path(DEFAULT_HISTORY_DIR)), baselines_dir=path("baselines_dir", Path(DEFAULT_BASELINES_DIR)),
         update_baselines=bool(raw.get("update_baselines")), report=not raw.get("no_report"),
     )
     validate_options(options)
@@ -176,8 +176,6 @@ def _axis_defaults(grid: GridSpec) -> dict[str, tuple[str, ...]]:
 
 
 def _vram_budget(value: str | None) -> float | None:
-    from quantfake.memory_fit import check_budget
-
     return None if value in (None, "") else check_budget(value)
 
 

@@ -91,10 +91,6 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
     return target
 
 
-#: Where every command reads and writes run records (pytest bench, quantfake run / report / compare).
-DEFAULT_HISTORY_DIR = "reports/history"
-
-
 @dataclass
 class CellResult:
     """One benchmark cell (e.g. generator x precision x mode x detector) and its numbers.

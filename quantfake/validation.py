@@ -141,3 +141,14 @@ def _strength_problem(o: BenchOptions, spec: GeneratorSpec) -> str | None:
         return (f"--strength {o.strength} with {steps} img2img steps ({spec.id}) runs int({steps} x {o.strength}) = 0 "
                 f"denoising steps; accepted: strength x steps >= 1 (raise --strength or --img2img-steps)")
     return None
+
+
+def check_budget(value: str | float) -> float:
+    """``value`` as a positive number of GiB, or a clear error naming the bad value."""
+    try:
+        gib = float(value)
+    except (TypeError, ValueError):
+        gib = float("nan")
+    if not gib > 0:
+        raise ValueError(f"--vram-budget {value!r}: expected a positive number of GiB, e.g. 24")
+    return gib

@@ -12,13 +12,8 @@ import torch
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS, MODES, check_mode, get_generator
 from quantfake.loading import load_pipeline
-from quantfake.precisions import (
-    DEFAULT_PRECISIONS,
-    PRECISIONS,
-    check_components,
-    dtype_from_name,
-    get_precision,
-)
+from quantfake.precision_apply import check_components
+from quantfake.precisions import DEFAULT_PRECISIONS, PRECISIONS, dtype_from_name, get_precision
 from quantfake.profiles import PROFILES, check_profile
 
 # Published denoiser sizes (weights in the hub checkpoint, i.e. parameters + persistent buffers such as the

@@ -348,7 +348,7 @@ def measure_denoiser_step(model: nn.Module, inputs: dict[str, Any], device: Devi
 def pipeline_call_kwargs(spec: GeneratorSpec, steps: int, size: int, images: int = 1,
                          seed: int = 0) -> dict[str, Any]:
     """The txt2img call quantfake.generate makes (same prompts, per-seed generators, guidance, PIL output)."""
-    from quantfake.generate import PROMPTS
+    from quantfake.prompts import PROMPTS
 
     seeds = range(seed, seed + images)
     return dict(prompt=[PROMPTS[s % len(PROMPTS)] for s in seeds], num_inference_steps=steps,
