@@ -200,5 +200,5 @@ def dtype_from_name(name: str) -> torch.dtype:
 
     full = COMPUTE_DTYPES.get(name, name)
     if full not in COMPUTE_DTYPES.values():
-        raise UnknownIdError("dtype", name, [*COMPUTE_DTYPES.values(), *COMPUTE_DTYPES])
+        raise UnknownIdError("dtype", name, COMPUTE_DTYPES.values())
     return getattr(torch, full)

@@ -17,7 +17,7 @@ _EXPORTS: dict[str, str] = {
     "PreprocessPolicy": "preprocessing",
     "DETECTORS": "registry", "DetectorSpec": "registry", "get_detector": "registry",
     "REPRESENTATIONS": "registry", "get_representation": "registry", "ResidualInput": "representation",
-    "ScoreCache": "scoring", "image_sha256": "scoring", "score_images": "scoring",
+    "ScoreCache": "scoring", "score_images": "scoring",
     "TrainConfig": "train", "TrainResult": "train", "train_detector": "train",
 }
 
