@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from quantfake.profiles import TINY_SIZE, TINY_STEPS
+
 #: Where run records are kept and baselines read: one default for the bench, ``report`` and ``compare``.
 DEFAULT_HISTORY_DIR = "reports/history"
 DEFAULT_BASELINES_DIR = "baselines"
@@ -52,8 +54,8 @@ BENCH_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("--n-images", "fakes per generator x precision x mode (profile default)", generate=True),
     OptionSpec("--n-real", "evaluated real images (profile default)", generate=True),
     OptionSpec("--n-calibration", "held-out real images for threshold calibration", generate=True),
-    OptionSpec("--steps", "denoising steps (default: tiny 4, else the generator's)", generate=True),
-    OptionSpec("--size", "image side in pixels (default: tiny 64, else native)", generate=True),
+    OptionSpec("--steps", f"denoising steps (default: tiny {TINY_STEPS}, else the generator's)", generate=True),
+    OptionSpec("--size", f"image side in pixels (default: tiny {TINY_SIZE}, else native)", generate=True),
     OptionSpec("--guidance", "guidance scale (default: the generator's)", generate=True),
     OptionSpec("--strength", "img2img strength (default 0.6)", generate=True),
     OptionSpec("--gen-batch-size", "images per generation call (profile default; > 1 is checked against eager "
