@@ -80,7 +80,6 @@ DEFAULT_TOLERANCES: dict[str, float] = {
 #: Said wherever a gate ran without standard errors (no bootstrap: ``--n-boot 0``, or a baseline recorded without)
 TOLERANCE_ONLY_NOTE = "tolerance-only gate (no standard error: --n-boot 0 or a baseline without CIs)"
 DEFAULT_UPDATE_COMMAND = "pytest bench --update-baselines -k '{cell_id}'"
-_CONFIG_KEYS = {"alpha", "gated_metrics", "tolerances", "default_tolerance", "update_command", "baselines_dir"}
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,6 @@ class BenchConfig:
     tolerances: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     default_tolerance: float = 0.02
     update_command: str = DEFAULT_UPDATE_COMMAND
-    baselines_dir: str = "baselines"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -132,7 +130,7 @@ def load_config(pyproject: str | os.PathLike[str] | None = "pyproject.toml") -> 
         return BenchConfig()
     with open(pyproject, "rb") as fh:
         table = tomllib.load(fh).get("tool", {}).get("quantfake", {})
-    # Other engineers may keep their own keys in the same table; only ours (_CONFIG_KEYS) are read.
+    # Other engineers may keep their own keys in the same table; only the fields of BenchConfig are read.
     kwargs: dict[str, Any] = {}
     if "alpha" in table:
         kwargs["alpha"] = float(table["alpha"])
@@ -146,9 +144,8 @@ def load_config(pyproject: str | os.PathLike[str] | None = "pyproject.toml") -> 
     for key in ("default_tolerance",):
         if key in table:
             kwargs[key] = float(table[key])
-    for key in ("update_command", "baselines_dir"):
-        if key in table:
-            kwargs[key] = str(table[key])
+    if "update_command" in table:
+        kwargs["update_command"] = str(table["update_command"])
     return BenchConfig(**kwargs)
 
 
@@ -327,7 +324,6 @@ def update_baselines(
     results: Iterable[CellResult | Mapping[str, Any]],
     *,
     versions: Mapping[str, str] | None = None,
-    echo: bool = False,
 ) -> str:
     """Rewrite the entries of the given cells only; return a readable old -> new diff.
 
@@ -364,7 +360,4 @@ def update_baselines(
                     lines.append(f"  {name}: {_fmt(a)} -> {_fmt(b)}")
         data["cells"] = dict(sorted(data["cells"].items()))
         write_json_atomic(p, data)
-    diff = "\n".join(lines) if lines else "no cells given; baselines unchanged"
-    if echo:
-        print(diff)
-    return diff
+    return "\n".join(lines) if lines else "no cells given; baselines unchanged"

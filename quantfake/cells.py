@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from quantfake.detectors.representation import DEFAULT_REPRESENTATION, detector_token, representations_for
+from quantfake.detectors.registry import DEFAULT_REPRESENTATION, detector_token, representations_for
 from quantfake.grids import TINY_FP32_MS_PER_IMAGE, CoveringPlan, covering_plan, get_grid
 from quantfake.options import BenchOptions
 from quantfake.precisions import reference_precision

@@ -7,7 +7,10 @@ and baselines serve CI and people), records the run in the history and writes th
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
@@ -23,8 +26,11 @@ def _selects_cells(argv: list[str]) -> bool:
 
 
 def _run(argv: list[str]) -> int:
-    """Forward to ``pytest bench``; everything after ``run`` is a pytest / quantfake option."""
-    import pytest
+    """Forward to ``pytest bench``; everything after ``run`` is a pytest / quantfake option.
+
+    pytest runs as a child process (``python -m pytest``): the library never imports pytest (quantfake.layers).
+    """
+    import subprocess
 
     bench = BENCH_DIR if BENCH_DIR.exists() else Path("bench")
     if not bench.exists():
@@ -38,14 +44,14 @@ def _run(argv: list[str]) -> int:
         args += ["--rootdir", str(bench.parent)]
     if (bench.parent / "pyproject.toml").exists() and not any(a in ("-c", "--config-file") for a in argv):
         args += ["-c", str(bench.parent / "pyproject.toml")]  # the checkout's pytest settings, from anywhere
-    return int(pytest.main(args))
+    return subprocess.call([sys.executable, "-m", "pytest", *args])
 
 
 def _models(argv: list[str]) -> int:
     """List every registry with what each id means (the single source of truth, printed)."""
     from tabulate import tabulate
 
-    from quantfake.detector_quant import DETECTOR_PRECISIONS
+    from quantfake.detector_precisions import DETECTOR_PRECISIONS
     from quantfake.detectors import DETECTORS
     from quantfake.generators import GENERATORS
     from quantfake.precisions import PRECISIONS
@@ -107,28 +113,13 @@ def _doctor(argv: list[str]) -> int:
     return 0
 
 
-def _train(argv: list[str]) -> int:
-    from quantfake.detectors.train import main
+def _forward(module: str) -> Callable[[list[str]], int]:
+    """A command whose own parser lives in ``module`` (its ``main(argv)``): the arguments pass through untouched."""
 
-    return int(main(argv) or 0)
+    def handler(argv: list[str]) -> int:
+        return int(importlib.import_module(module).main(argv) or 0)
 
-
-def _plan(argv: list[str]) -> int:
-    from quantfake.plan import main
-
-    return int(main(argv) or 0)
-
-
-def _make_random_weights(argv: list[str]) -> int:
-    from quantfake.detectors.random_weights import main
-
-    return int(main(argv) or 0)
-
-
-def _import_weights(argv: list[str]) -> int:
-    from quantfake.detectors.import_weights import main
-
-    return int(main(argv) or 0)
+    return handler
 
 
 def _make_random_root(argv: list[str]) -> int:
@@ -157,55 +148,61 @@ def _make_random_root(argv: list[str]) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line and what runs it (given every argument after the command's name)."""
+
+    help: str
+    handler: Callable[[list[str]], int]
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("run the bench cells (pytest bench ...) and write the report", _run),
+    "report": Command("write reports/<run-id>/ from a recorded run (file, run id, latest)", _forward("quantfake.report")),
+    "compare": Command("compare two recorded runs; exit 1 on a significant regression", _forward("quantfake.compare")),
+    "generate": Command("generate the paired images into the store (shardable with accelerate launch)",
+                        _forward("quantfake.distributed")),
+    "models": Command("list generators, precisions and detectors", _models),
+    "doctor": Command("what this machine can run, and why not", _doctor),
+    "train": Command("train or fine-tune a detector (e.g. on quantized fakes)", _forward("quantfake.detectors.train")),
+    "make-random-weights": Command("write full-size random detectors in the --weights-dir layout (scores mean nothing)",
+                                   _forward("quantfake.detectors.random_weights")),
+    "import-weights": Command("convert an upstream CLIP tower (open_clip, OpenAI ViT-L-14.pt) into the --weights-dir "
+                              "layout", _forward("quantfake.detectors.import_weights")),
+    "make-random-root": Command("save full-size random pipelines as a model root (rehearsals, no download)",
+                                _make_random_root),
+    "plan": Command("predicted wall time and peak VRAM of a grid on N GPUs, from recorded costs",
+                    _forward("quantfake.plan")),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``quantfake COMMAND ARGS...``: one subparser per command; each command parses its own arguments (its
+    ``-h`` included), so the subparsers take everything after the name as it is."""
+    parser = argparse.ArgumentParser(prog="quantfake", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="command",
+                                help="; ".join(f"{k}: {c.help}" for k, c in COMMANDS.items()))
+    for name, command in COMMANDS.items():
+        # no prefix characters: ``--grid ci`` or ``-h`` after the name reaches the command's own parser untouched
+        sub.add_parser(name, help=command.help, add_help=False, prefix_chars="\0").add_argument(
+            "args", nargs=argparse.REMAINDER)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {
-        "run": ("run the bench cells (pytest bench ...) and write the report", _run),
-        "report": ("write reports/<run-id>/ from a recorded run (file, run id, latest)", None),
-        "compare": ("compare two recorded runs; exit 1 on a significant regression", None),
-        "generate": ("generate the paired images into the store (shardable with accelerate launch)", None),
-        "models": ("list generators, precisions and detectors", _models),
-        "doctor": ("what this machine can run, and why not", _doctor),
-        "train": ("train or fine-tune a detector (e.g. on quantized fakes)", _train),
-        "make-random-weights": ("write full-size random detectors in the --weights-dir layout (scores mean nothing)",
-                                _make_random_weights),
-        "import-weights": ("convert an upstream CLIP tower (open_clip, OpenAI ViT-L-14.pt) into the --weights-dir layout",
-                           _import_weights),
-        "make-random-root": ("save full-size random pipelines as a model root (rehearsals, no download)",
-                             _make_random_root),
-        "plan": ("predicted wall time and peak VRAM of a grid on N GPUs, from recorded costs", _plan),
-    }
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        parser = argparse.ArgumentParser(prog="quantfake", description=__doc__.splitlines()[0])
-        parser.add_argument("command", choices=list(commands), help="; ".join(f"{k}: {v[0]}" for k, v in commands.items()))
-        if argv and argv[0] not in ("-h", "--help"):
-            parser.error(f"unknown command {argv[0]!r}; valid commands: {', '.join(commands)}")
+    parser = build_parser()
+    args = parser.parse_args(argv)  # an unknown command exits 2 listing the valid ones; -h prints the commands
+    if args.command is None:
         parser.print_help()
-        return 0 if argv else 2
-    cmd, rest = argv[0], argv[1:]
+        return 2
     from quantfake.errors import UserError
 
     try:
-        return _dispatch(cmd, rest, commands[cmd][1])
+        return COMMANDS[args.command].handler(args.args)
     except UserError as exc:  # expected: one message naming the thing and the fix, no traceback
-        print(f"quantfake {cmd}: error: {exc}", file=sys.stderr)
+        print(f"quantfake {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
-
-def _dispatch(cmd: str, rest: list[str], handler) -> int:
-    if cmd == "report":
-        from quantfake.report import main as report_main
-
-        return int(report_main(rest) or 0)
-    if cmd == "compare":
-        from quantfake.compare import main as compare_main
-
-        return int(compare_main(rest) or 0)
-    if cmd == "generate":
-        from quantfake.distributed import main as generate_main
-
-        return int(generate_main(rest) or 0)
-    return handler(rest)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ from quantfake.baselines import BenchConfig, check_metric, load_config
 from quantfake.compare_efficiency import EFFICIENCY_KIND, compare_efficiency, format_efficiency_table
 from quantfake.efficiency_gates import EFFICIENCY_GATES, parse_tolerance_overrides
 from quantfake.metrics import METRICS
-from quantfake.results import DEFAULT_HISTORY_DIR, cells_by_id, load_run
+from quantfake.option_specs import DEFAULT_HISTORY_DIR
+from quantfake.results import cells_by_id, load_run
 
 __all__ = ["compare_runs", "lost_cells", "rows_to_frame", "format_table", "main"]
 
@@ -164,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--allow-missing", action="store_true",
                         help="do not fail when cells of A are missing, skipped or errored in B (a smaller run on purpose)")
     defaults = "; ".join(f"{g.metric} " + " ".join(f"{k} +{v:.0%}" for k, v in g.tolerance.items())
-                         + (f" +{g.floor:g}" if g.floor else "") for g in EFFICIENCY_GATES)
+                         + (f" +{g.floor:g}" if g.floor else "") for g in EFFICIENCY_GATES).replace("%", "%%")  # argparse
     parser.add_argument("--efficiency-tolerance", action="append", metavar="METRIC=FRACTION", default=[],
                         help=f"relative tolerance of an efficiency metric on every device (repeatable; defaults: "
                              f"{defaults}), e.g. latency_ms=0.2")

@@ -21,7 +21,6 @@ import copy
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from quantfake.errors import PrecisionUnavailable, UnknownIdError
+from quantfake.detector_precisions import DETECTOR_PRECISIONS, get_detector_precision
+from quantfake.errors import PrecisionUnavailable
 from quantfake.ptq import (
     FAKE_QUANT_TYPES,
     MinMaxCalibrator,
@@ -37,49 +37,6 @@ from quantfake.ptq import (
     packed_bytes,
     quantize_weights_,
 )
-
-
-@dataclass(frozen=True)
-class DetectorPrecision:
-    """One detector precision id and how it is applied."""
-
-    id: str
-    kind: str  # "reference" | "cast" | "autocast" | "int8" | "fake_quant" | "bnb_nf4"
-    weight_bits: int
-    description: str
-    dtype: torch.dtype | None = None
-    requires_cuda: bool = False
-    needs_calibration: bool = False  # calib_batches required
-
-
-DETECTOR_PRECISIONS: dict[str, DetectorPrecision] = {
-    p.id: p
-    for p in (
-        DetectorPrecision("fp32", "reference", 32, "full precision reference", torch.float32),
-        DetectorPrecision("fp16", "cast", 16, "weights and compute in float16", torch.float16),
-        DetectorPrecision("bf16", "cast", 16, "weights and compute in bfloat16", torch.bfloat16),
-        DetectorPrecision("int8", "int8", 8, "static int8 convs (FX PTQ) + dynamic int8 Linear", None,
-                          needs_calibration=True),
-        DetectorPrecision("w4", "fake_quant", 4, "4-bit per-channel weights (simulated), min-max or LSQ"),
-        DetectorPrecision("w3", "fake_quant", 3, "3-bit per-channel weights (simulated), min-max or LSQ"),
-        DetectorPrecision("w2", "fake_quant", 2, "2-bit per-channel weights (simulated), min-max or LSQ"),
-        DetectorPrecision("nf4", "bnb_nf4", 4, "bitsandbytes NF4 Linear layers (convs stay fp32)",
-                          requires_cuda=True),
-        # last, so the covering grid keeps the detector each earlier id was paired with
-        DetectorPrecision("fp16amp", "autocast", 32, "fp32 weights, torch.autocast float16 compute (mixed precision)",
-                          torch.float16),
-        DetectorPrecision("bf16amp", "autocast", 32, "fp32 weights, torch.autocast bfloat16 compute (mixed precision)",
-                          torch.bfloat16),
-    )
-}
-
-
-def get_detector_precision(precision: str) -> DetectorPrecision:
-    """Registry lookup; an unknown id raises with the list of valid ids."""
-    if precision not in DETECTOR_PRECISIONS:
-        raise UnknownIdError("detector precision", precision, DETECTOR_PRECISIONS)
-    return DETECTOR_PRECISIONS[precision]
-
 
 # --------------------------------------------------------------------------------------------------
 # storage accounting
@@ -337,10 +294,10 @@ def quantize_detector(module: nn.Module, precision: str, calib_batches: list[Ten
     report: dict[str, Any] = {"precision": precision, "kind": spec.kind, "weight_bits": spec.weight_bits,
                               "bytes_before": model_bytes(reference), "classes_before": module_classes(reference)}
     if spec.kind == "cast":
-        qmodel = CastDetector(qmodel, spec.dtype)
+        qmodel = CastDetector(qmodel, spec.torch_dtype)
     elif spec.kind == "autocast":
-        qmodel = AutocastDetector(qmodel, spec.dtype)
-        report["autocast_dtype"] = str(spec.dtype).removeprefix("torch.")
+        qmodel = AutocastDetector(qmodel, spec.torch_dtype)
+        report["autocast_dtype"] = str(spec.torch_dtype).removeprefix("torch.")
     elif spec.kind == "int8":
         qmodel, report["int8_conv_mode"] = _int8(qmodel, _require_batches(precision, calib_batches))
     elif spec.kind == "fake_quant":

@@ -23,40 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from quantfake.errors import MemoryBudgetError, MissingWeightsError, PrecisionUnavailable, UnknownIdError
+from quantfake.option_specs import GENERATE_OPTIONS
 from quantfake.options import BenchOptions, build_options
 from quantfake.packing import Unit, heaviest_first, lpt, split_heavy
 from quantfake.store import Store
 
 #: (mode, role) pairs: role "eval" fakes are scored in cells, role "train" fakes train the tiny detectors.
 Task = tuple[str, str]
-
-#: Command-line options shared with the bench (``fixtures/plugin.py``): same spelling, same ``build_options`` key.
-OPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("--profile", "profile", "weights profile: tiny (offline, CPU), random (full size, random weights) or pretrained"),
-    ("--generators", "generators", "comma-separated generator ids, or 'all' (default: all)"),
-    ("--precisions", "precisions", "comma-separated precision ids (default: the bench's)"),
-    ("--modes", "modes", "txt2img,img2img (default: both)"),
-    ("--n-images", "n_images", "fakes per generator x precision x mode (profile default)"),
-    ("--n-real", "n_real", "evaluated real images (sizes the real pools, as in the bench)"),
-    ("--n-calibration", "n_calibration", "held-out calibration reals (sizes the real pools, as in the bench)"),
-    ("--steps", "steps", "denoising steps (default: tiny 4, else the generator's)"),
-    ("--size", "size", "image side in pixels (default: tiny 64, else native)"),
-    ("--guidance", "guidance", "guidance scale (default: the generator's)"),
-    ("--strength", "strength", "img2img strength (default 0.6)"),
-    ("--gen-batch-size", "batch_size", "images per generation call (checked against eager batch 1, as in the bench)"),
-    ("--seed", "seed", "seed offset (default 0)"),
-    ("--device", "device", "cpu or cuda (default: this process's accelerator, else cpu)"),
-    ("--vram-budget", "vram_budget", "GiB of GPU memory a pipeline may use (offload / VAE / batch chosen to fit)"),
-    ("--store", "store", "store folder (default $QUANTFAKE_STORE or .quantfake)"),
-    ("--model-root", "model_root", "folder with diffusers model folders (pretrained profile)"),
-    ("--real-dir", "real_dir", "folder of real images (img2img init images come from it)"),
-)
-FLAGS: tuple[tuple[str, str, str], ...] = (
-    ("--quantize-text-encoders", "quantize_text_encoders", "quantize the text encoders too, not only the denoiser"),
-    ("--no-repair", "no_repair", "stop on a corrupt store entry (naming it) instead of quarantining and regenerating it"),
-    ("--compile", "compile", "torch.compile the denoiser where its images match eager batch 1 (as in the bench)"),
-)
-
 
 @dataclass
 class Job:
@@ -227,15 +200,13 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], bool, bool]:
     parser = argparse.ArgumentParser(
         prog="quantfake generate",
         description="Generate the paired fakes of a bench run into the store; shard with `accelerate launch`.")
-    for flag, dest, help_ in OPTIONS:
-        parser.add_argument(flag, dest=dest, default="", help=help_)
-    for flag, dest, help_ in FLAGS:
-        parser.add_argument(flag, dest=dest, action="store_true", help=help_)
+    for option in GENERATE_OPTIONS:
+        parser.add_argument(option.name, **option.argparse_kwargs())
     parser.add_argument("--no-train-fakes", action="store_true",
                         help="tiny profile: skip the fp32 fakes that train the tiny detectors")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     ns = parser.parse_args(list(argv))
-    raw = {dest: getattr(ns, dest) for _flag, dest, _h in OPTIONS + FLAGS}
+    raw = {option.key: getattr(ns, option.key) for option in GENERATE_OPTIONS}
     return raw, not ns.no_train_fakes, not ns.no_progress
 
 

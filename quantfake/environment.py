@@ -65,9 +65,13 @@ def device_summary() -> dict[str, Any]:
 
 
 def collect_environment() -> dict[str, Any]:
-    """Everything a run record stores about where it ran."""
-    return {"python": platform.python_version(), "platform": platform.platform(), "hostname": platform.node(),
-            "packages": package_versions(), "git_revision": git_revision(), **device_summary()}
+    """Everything a run record (and any other artefact) stores about where it ran: the run-record schema's keys
+    always present (None when unknown); CUDA is recorded only where a GPU was used."""
+    env = {"python": platform.python_version(), "platform": platform.platform(), "hostname": platform.node(),
+           "packages": package_versions(), "git_revision": git_revision(), **device_summary()}
+    if not env.get("gpu"):
+        env["cuda"] = None
+    return env
 
 
 def quiet_libraries() -> None:

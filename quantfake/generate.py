@@ -32,26 +32,8 @@ from quantfake.environment import generation_versions, package_versions
 from quantfake.integrity import StoreRepair, check_entries, read_verified_image
 from quantfake.loading import LoadedPipeline
 from quantfake.precisions import required_packages
+from quantfake.prompts import PROMPTS
 from quantfake.store import Store, atomic_write_bytes, atomic_write_json, config_hash, png_bytes, sha256_bytes
-
-PROMPTS: tuple[str, ...] = (
-    "a photograph of a red fox standing in fresh snow",
-    "a street market in the evening, people buying vegetables",
-    "close-up portrait of an old fisherman with a grey beard",
-    "a bowl of ramen on a wooden table, steam rising",
-    "a mountain lake at sunrise with reflections",
-    "a tabby cat sleeping on a windowsill",
-    "an old red bicycle leaning against a brick wall",
-    "a lighthouse on a rocky coast during a storm",
-    "a child flying a kite on a beach",
-    "a plate of fresh sushi, studio lighting",
-    "a foggy forest path in autumn",
-    "a vintage car parked on a city street at night",
-    "a golden retriever running through a meadow",
-    "a cup of coffee with latte art next to a book",
-    "a busy train station platform with commuters",
-    "a field of sunflowers under a blue sky",
-)
 
 
 @dataclass(frozen=True)

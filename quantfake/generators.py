@@ -244,3 +244,34 @@ def tokenizer_max_lengths(spec: GeneratorSpec) -> dict[str, int]:
         t5 = cls.startswith("T5")
         out[tok] = int(spec.call_kwargs.get("max_sequence_length", T5_DEFAULT_MAX_LENGTH)) if t5 else CLIP_MAX_LENGTH
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# architecture facts a denoiser step's shapes follow (efficiency cells, memory fit)
+
+FLUX_T5_SEQUENCE_LENGTH = 512  # FluxPipeline's default; the registry's call_kwargs override it (schnell: 256)
+
+
+def uses_cfg(spec: GeneratorSpec, guidance: float | None = None) -> bool:
+    """Whether the pipeline runs classifier-free guidance (two denoiser rows per image).
+
+    Flux takes guidance as an embedding (dev) or not at all (schnell): never two rows.
+    """
+    guidance = spec.default_guidance if guidance is None else guidance
+    return spec.family != "flux" and guidance > 1.0
+
+
+def step_batch(spec: GeneratorSpec, images: int, guidance: float | None = None) -> int:
+    """Rows the denoiser sees per step when the pipeline makes ``images`` images."""
+    if images < 1:
+        raise ValueError(f"images must be >= 1, got {images}")
+    return images * (2 if uses_cfg(spec, guidance) else 1)
+
+
+def text_sequence_length(spec: GeneratorSpec) -> int:
+    """Tokens of the text condition: CLIP 77; SD3 concatenates CLIP 77 + T5 256; Flux uses T5 alone."""
+    if spec.family in ("sd", "sdxl"):
+        return CLIP_MAX_LENGTH
+    if spec.family == "sd3":
+        return CLIP_MAX_LENGTH + int(spec.call_kwargs.get("max_sequence_length", T5_DEFAULT_MAX_LENGTH))
+    return int(spec.call_kwargs.get("max_sequence_length", FLUX_T5_SEQUENCE_LENGTH))

@@ -96,11 +96,9 @@ def resolve_grid(requested: str | None, raw_axes: dict[str, str | None], keyword
 
 def half_kind(precision_id: str) -> str | None:
     """``"fp16"`` / ``"bf16"`` when ``precision_id`` computes in half precision (slow on some CPUs), else None."""
-    import torch
-
     from quantfake.precisions import get_precision
 
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(get_precision(precision_id).torch_dtype)
+    return {"float16": "fp16", "bfloat16": "bf16"}.get(get_precision(precision_id).dtype)
 
 
 def is_half_compute(precision_id: str) -> bool:

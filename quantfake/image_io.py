@@ -9,6 +9,8 @@ orientation is applied (``PIL.ImageOps.exif_transpose``). The returned ``info`` 
 
 from __future__ import annotations
 
+import hashlib
+import io
 from typing import Any
 
 import numpy as np
@@ -58,3 +60,13 @@ def _scaled_grey(image: Image.Image) -> tuple[Image.Image, int]:
         bits = 8 if peak <= 255 else (16 if peak <= 65535 else 32)
         scaled = values * (255.0 / (2.0**bits - 1))
     return Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8)), bits
+
+
+def image_sha256(image: Image.Image | np.ndarray) -> str:
+    """SHA-256 of the PNG encoding (PIL, compress_level 6, no metadata) of the RGB image: the id of an image in
+    the score cache, the detector-training cache and the real-image manifests (one definition for all three;
+    real images are RGB already, so converting first changes none of their ids)."""
+    img = Image.fromarray(image) if isinstance(image, np.ndarray) else image.convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=6)
+    return hashlib.sha256(buf.getvalue()).hexdigest()

@@ -18,27 +18,12 @@ from typing import Any
 import torch
 
 from quantfake.environment import quiet_libraries
-from quantfake.errors import MissingWeightsError, UnknownIdError
+from quantfake.errors import MissingWeightsError
 from quantfake.generators import GeneratorSpec, check_mode, get_generator
-from quantfake.precisions import (
-    PrecisionSpec,
-    check_components,
-    get_precision,
-    pipeline_quantization_config,
-    quantize_module_,
-    require_available,
-    verify,
-)
+from quantfake.precision_apply import check_components, pipeline_quantization_config, quantize_module_, verify
+from quantfake.precisions import PrecisionSpec, get_precision, require_available
+from quantfake.profiles import check_profile
 from quantfake.store import Store
-
-PROFILES: tuple[str, ...] = ("tiny", "random", "pretrained")
-
-
-def check_profile(profile: str) -> str:
-    """Validate a profile id."""
-    if profile not in PROFILES:
-        raise UnknownIdError("profile", profile, PROFILES)
-    return profile
 
 
 @dataclass

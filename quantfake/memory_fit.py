@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from quantfake.errors import MemoryBudgetError
+from quantfake.validation import check_budget
 
 GIB = 2**30
 OFFLOADS: tuple[str, ...] = ("none", "model", "sequential")  # least costly first
@@ -250,8 +251,7 @@ def full_size_memory(generator: str, precision: str, component_bytes: Mapping[st
                      guidance: float | None = None) -> PipelineMemory:
     """A :class:`PipelineMemory` from the registry's full-size configs and recorded weight bytes (no pipeline):
     how the calibration script and ``quantfake plan`` read benchmark records."""
-    from quantfake.efficiency.cells import uses_cfg
-    from quantfake.generators import VAE_CONFIGS, get_generator, vae_config_name
+    from quantfake.generators import VAE_CONFIGS, get_generator, uses_cfg, vae_config_name
     from quantfake.precisions import get_precision
 
     spec, prec = get_generator(generator), get_precision(precision)
@@ -279,17 +279,6 @@ def vae_compute_bytes(dtype: str, force_upcast: bool) -> int:
 def usable_gib(budget_gib: float) -> float:
     """What the estimate may reach under ``budget_gib`` (the headroom kept free)."""
     return budget_gib * (1.0 - HEADROOM_FRACTION)
-
-
-def check_budget(value: str | float) -> float:
-    """``value`` as a positive number of GiB, or a clear error naming the bad value."""
-    try:
-        gib = float(value)
-    except (TypeError, ValueError):
-        gib = float("nan")
-    if not gib > 0:
-        raise ValueError(f"--vram-budget {value!r}: expected a positive number of GiB, e.g. 24")
-    return gib
 
 
 def choose_recipe(mem: PipelineMemory, budget_gib: float, size: int, batch: int,

@@ -16,23 +16,23 @@ from typing import Any
 
 import torch
 
-from quantfake.efficiency.cells import uses_cfg
-from quantfake.efficiency.devices import synchronize
-from quantfake.efficiency.weights import component_weights_bytes
+from quantfake.generators import uses_cfg
 from quantfake.loading import LoadedPipeline, load_pipeline
+from quantfake.measure.devices import synchronize
+from quantfake.measure.weights import component_weights_bytes
 from quantfake.memory_fit import (
     ELEMENT_BYTES,
     GIB,
     MemoryFit,
     PipelineMemory,
     Recipe,
-    check_budget,
     choose_recipe,
     denoiser_geometry,
     estimate,
     vae_compute_bytes,
     vae_geometry,
 )
+from quantfake.validation import check_budget
 
 #: why sequential offload is not offered for bitsandbytes weights (4-bit params re-quantized on dispatch)
 BNB_SEQUENTIAL = "bitsandbytes weights break under sequential offload (huggingface/diffusers#10800)"

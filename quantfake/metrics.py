@@ -27,18 +27,18 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from quantfake.auc import roc_auc_value
 
 __all__ = [
     "MetricInfo",
     "METRICS",
     "POLICIES",
     "metric_info",
-    "register_metric",
     "roc_curve",
     "roc_auc",
     "average_precision",
@@ -48,7 +48,6 @@ __all__ = [
     "calibrate_threshold",
     "oracle_threshold",
     "compute_metrics",
-    "metric_direction",
 ]
 
 POLICIES: tuple[str, ...] = ("fixed", "calibrated", "oracle")
@@ -94,10 +93,8 @@ def _build_registry() -> dict[str, MetricInfo]:
     # Fidelity metrics live in the same registry so they can be gated and displayed alike.
     add("psnr", "PSNR (dB)", True)
     add("ssim", "SSIM", True)
-    add("lpips", "LPIPS", False)
     add("fid", "FID", False)
     add("kid", "KID", False)
-    add("clip_score", "CLIP score", True)
     add("threshold_fixed", "Threshold [fixed]", None)
     add("threshold_calibrated", "Threshold [calibrated]", None)
     add("threshold_oracle", "Threshold [oracle]", None)
@@ -105,14 +102,6 @@ def _build_registry() -> dict[str, MetricInfo]:
 
 
 METRICS: dict[str, MetricInfo] = _build_registry()
-
-
-def register_metric(name: str, display: str, higher_is_better: bool | None) -> MetricInfo:
-    """Add a metric (e.g. a new fidelity score) so baselines and compare know its direction."""
-    if name in METRICS and METRICS[name] != MetricInfo(name, display, higher_is_better):
-        raise ValueError(f"metric {name!r} is already registered as {METRICS[name]}")
-    METRICS[name] = MetricInfo(name, display, higher_is_better)
-    return METRICS[name]
 
 
 def metric_info(name: str) -> MetricInfo:
@@ -171,12 +160,7 @@ def roc_auc(y_true: ArrayLike, scores: ArrayLike) -> float:
     """ROC-AUC as the Mann-Whitney statistic with midranks (ties count one half)."""
     y, s = _validate(y_true, scores)
     _require_both_classes(y, "roc_auc")
-    from scipy.stats import rankdata
-
-    ranks = rankdata(s)
-    n_fake = int(y.sum())
-    n_real = y.size - n_fake
-    return float((ranks[y == 1].sum() - n_fake * (n_fake + 1) / 2.0) / (n_fake * n_real))
+    return roc_auc_value(y, s)
 
 
 def average_precision(y_true: ArrayLike, scores: ArrayLike) -> float:
@@ -328,8 +312,3 @@ def compute_metrics(
             out[f"{stem}_{policy}"] = value
         out[f"threshold_{policy}"] = t
     return out
-
-
-def metric_direction(metrics: Mapping[str, float]) -> dict[str, bool | None]:
-    """Direction (higher is better) for each key of a metrics dict; unknown keys give None."""
-    return {k: (METRICS[k].higher_is_better if k in METRICS else None) for k in metrics}

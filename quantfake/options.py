@@ -10,28 +10,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantfake.detector_quant import DETECTOR_PRECISIONS
-from quantfake.detectors import DETECTORS, REPRESENTATIONS
-from quantfake.detectors.registry import parse_weights_choices
+from quantfake.detector_precisions import DETECTOR_PRECISIONS
+from quantfake.detectors.registry import DETECTORS, REPRESENTATIONS, parse_weights_choices
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS, MODES
 from quantfake.grids import GridSpec, get_grid, resolve_grid
-from quantfake.loading import PROFILES
+from quantfake.option_specs import DEFAULT_BASELINES_DIR, DEFAULT_HISTORY_DIR
 from quantfake.perturbations import PERTURBATIONS
 from quantfake.precisions import DEFAULT_PRECISIONS, PRECISIONS
-from quantfake.results import DEFAULT_HISTORY_DIR
-from quantfake.validation import parse_number, validate_options
+from quantfake.profiles import PROFILE_DEFAULTS, PROFILES
+from quantfake.validation import check_budget, parse_number, validate_options
 
-#: Per-profile defaults: the tiny world is sized to run the whole grid on 2 CPU cores in CI.
-PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "tiny": {"n_images": 32, "n_real": 64, "n_calibration": 32, "n_train": 12, "steps": 4, "size": 64,
-             "batch_size": 16, "n_boot": 200},
-    # the full-size rehearsal: whole pipelines at native size and steps, few images (they take seconds each)
-    "random": {"n_images": 8, "n_real": 16, "n_calibration": 8, "n_train": 0, "steps": None, "size": None,
-               "batch_size": 1, "n_boot": 200},
-    "pretrained": {"n_images": 200, "n_real": 400, "n_calibration": 200, "n_train": 0, "steps": None,
-                   "size": None, "batch_size": 4, "n_boot": 1000},
-}
+_TINY = PROFILE_DEFAULTS["tiny"]  # BenchOptions' defaults are the tiny profile's
 
 
 def parse_ids(value: str | None, kind: str, valid: dict | tuple, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -60,16 +50,16 @@ class BenchOptions:
     perturbations: tuple[str, ...] = ("none",)
     detector_precisions: tuple[str, ...] = ()
     representations: tuple[str, ...] = ("rgb",)  # detector inputs; non-RGB ones apply to the detectors accepting them
-    n_images: int = 32
-    n_real: int = 64
-    n_calibration: int = 32
-    n_train: int = 12
-    steps: int | None = 4
-    size: int | None = 64
+    n_images: int = _TINY["n_images"]
+    n_real: int = _TINY["n_real"]
+    n_calibration: int = _TINY["n_calibration"]
+    n_train: int = _TINY["n_train"]
+    steps: int | None = _TINY["steps"]
+    size: int | None = _TINY["size"]
     guidance: float | None = None
     strength: float = 0.6
-    batch_size: int = 16
-    n_boot: int = 200
+    batch_size: int = _TINY["batch_size"]
+    n_boot: int = _TINY["n_boot"]
     seed: int = 0
     device: str | None = None
     vram_budget_gib: float | None = None  # --vram-budget: run each cell within this many GiB (quantfake.memory_fit)
@@ -91,10 +81,9 @@ class BenchOptions:
     first_seed: int = 0  # image i of a set uses seed first_seed + i (+ seed x 1,000,000)
     preset: str | None = None
     history: Path = Path(DEFAULT_HISTORY_DIR)
-    baselines_dir: Path = Path("baselines")
+    baselines_dir: Path = Path(DEFAULT_BASELINES_DIR)
     update_baselines: bool = False
     report: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_record(self) -> dict[str, Any]:
         """JSON-able view for run records."""
@@ -154,7 +143,7 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
         img2img_prompts=preset.img2img_prompts if preset and not raw.get("prompts") else None,
         img2img_steps=parse_number(raw.get("img2img_steps"), "img2img_steps"),
         first_seed=preset.first_seed if preset else 0, preset=preset.id if preset else None,
-        history=path("history", Path(DEFAULT_HISTORY_DIR)), baselines_dir=path("baselines_dir", Path("baselines")),
+        history=path("history", Path(DEFAULT_HISTORY_DIR)), baselines_dir=path("baselines_dir", Path(DEFAULT_BASELINES_DIR)),
         update_baselines=bool(raw.get("update_baselines")), report=not raw.get("no_report"),
     )
     validate_options(options)
@@ -187,8 +176,6 @@ def _axis_defaults(grid: GridSpec) -> dict[str, tuple[str, ...]]:
 
 
 def _vram_budget(value: str | None) -> float | None:
-    from quantfake.memory_fit import check_budget
-
     return None if value in (None, "") else check_budget(value)
 
 

@@ -30,7 +30,7 @@ class CellOutcome:
 
 def outcome_of(cell: CellSpec, exc: BaseException) -> CellOutcome:
     """Classify an exception raised while computing ``cell``."""
-    from quantfake.efficiency import is_oom
+    from quantfake.measure import is_oom
 
     def record(status: str, message: str) -> CellResult:
         return CellResult(cell.id, cell.kind, cell.params(), status=status, message=message)

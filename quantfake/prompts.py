@@ -6,7 +6,25 @@ import hashlib
 import json
 from pathlib import Path
 
-from quantfake.generate import PROMPTS
+#: The built-in prompts (16 everyday scenes): every set uses them unless --prompts names a file.
+PROMPTS: tuple[str, ...] = (
+    "a photograph of a red fox standing in fresh snow",
+    "a street market in the evening, people buying vegetables",
+    "close-up portrait of an old fisherman with a grey beard",
+    "a bowl of ramen on a wooden table, steam rising",
+    "a mountain lake at sunrise with reflections",
+    "a tabby cat sleeping on a windowsill",
+    "an old red bicycle leaning against a brick wall",
+    "a lighthouse on a rocky coast during a storm",
+    "a child flying a kite on a beach",
+    "a plate of fresh sushi, studio lighting",
+    "a foggy forest path in autumn",
+    "a vintage car parked on a city street at night",
+    "a golden retriever running through a meadow",
+    "a cup of coffee with latte art next to a book",
+    "a busy train station platform with commuters",
+    "a field of sunflowers under a blue sky",
+)
 
 
 def read_prompts(path: str | Path) -> tuple[str, ...]:

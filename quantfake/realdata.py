@@ -28,8 +28,6 @@ detector separates "JPEG vs PNG" rather than "real vs fake".
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import math
@@ -42,7 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from quantfake.image_io import GRAY_MODES, to_rgb
+from quantfake.image_io import GRAY_MODES, image_sha256, to_rgb
 
 __all__ = [
     "PhotoSource",
@@ -51,7 +49,6 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "RESIZE_POLICIES",
     "RealSet",
-    "image_sha256",
     "tiny_real_set",
     "load_real_dir",
 ]
@@ -117,13 +114,6 @@ PHOTO_SOURCES: dict[str, PhotoSource] = {
     )
 }
 DEFAULT_SOURCE_KEYS: tuple[str, ...] = tuple(k for k, s in PHOTO_SOURCES.items() if s.default)
-
-
-def image_sha256(image: Image.Image) -> str:
-    """SHA-256 of the image's PNG encoding: a stable id for dedup and leakage checks."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=6, optimize=False)
-    return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
 @dataclass

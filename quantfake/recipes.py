@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from quantfake.efficiency.oom import free_cached_memory, is_oom
 from quantfake.fidelity import psnr
 from quantfake.generate import (
     ChunkOutput,
@@ -39,6 +38,7 @@ from quantfake.generate import (
     stored_manifest,
 )
 from quantfake.loading import LoadedPipeline
+from quantfake.measure.oom import free_cached_memory, is_oom
 from quantfake.store import Store
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -33,15 +32,18 @@ from typing import Any
 
 from filelock import FileLock
 
+from quantfake.environment import collect_environment
+from quantfake.store import atomic_write_json
+
 __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "CellResult",
     "RunRecorder",
     "new_run_id",
-    "collect_environment",
     "list_runs",
     "load_run",
+    "read_run_record",
     "write_json_atomic",
     "jsonable",
     "cells_by_id",
@@ -73,26 +75,11 @@ def jsonable(value: Any) -> Any:
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write JSON to a temp file in the same folder, fsync, then ``os.replace`` it into place."""
+    """Run records and baselines: strict JSON (no NaN) in the order given, written atomically by the store's
+    writer (temp file in the same folder, fsync, ``os.replace``)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(jsonable(data), fh, indent=2, sort_keys=False, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(target, jsonable(data), sort_keys=False, allow_nan=False)
     return target
-
-
-#: Where every command reads and writes run records (pytest bench, quantfake run / report / compare).
-DEFAULT_HISTORY_DIR = "reports/history"
 
 
 @dataclass
@@ -168,22 +155,6 @@ def _next_count(history_dir: Path) -> int:
             count = 1 + len(list_runs(history_dir))
         write_json_atomic(path, count)
     return count
-
-
-def collect_environment() -> dict[str, Any]:
-    """Versions and hardware that a number depends on (schema keys guaranteed, unknowns None).
-
-    Delegates to :func:`quantfake.environment.collect_environment` so the run
-    record and other artefacts describe the machine the same way.
-    """
-    from quantfake.environment import collect_environment as _collect
-
-    env = dict(_collect())
-    for key in ("python", "platform", "packages", "torch", "cuda", "gpu", "git_revision", "hostname"):
-        env.setdefault(key, None)
-    if not env.get("gpu"):
-        env["cuda"] = None  # the schema records CUDA only where a GPU was used
-    return env
 
 
 def _cell_filename(cell_id: str) -> str:
@@ -301,9 +272,21 @@ def load_run(path_or_alias: str | os.PathLike[str], history_dir: str | os.PathLi
             raise FileNotFoundError(
                 f"no run record {ref!r}; accepted: a file path, a run id in {history_dir}, or {list(RUN_ALIASES)}"
             )
-    record = json.loads(path.read_text("utf-8"))
+    return read_run_record(path)
+
+
+def read_run_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load one run record file and check it is one (a JSON object of this schema with a ``cells`` list): the
+    one reader behind ``compare``, ``report`` and the report's history. ``run_id`` defaults to the file name."""
+    path = Path(path)
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(record, dict):
+        raise ValueError(f"run record {path} holds a {type(record).__name__}; expected a JSON object")
     if record.get("schema") != SCHEMA_VERSION:
         raise ValueError(f"{path}: unsupported schema {record.get('schema')!r}; accepted: {SCHEMA_VERSION}")
+    if not isinstance(record.get("cells"), list):
+        raise ValueError(f"run record {path} has no 'cells' list")
+    record.setdefault("run_id", path.stem)
     record.setdefault("_path", str(path))
     return record
 

@@ -74,9 +74,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+def atomic_write_json(path: Path, obj: Any, *, sort_keys: bool = True, allow_nan: bool = True) -> None:
+    """Atomically write ``obj`` as indented JSON (the one JSON writer: store entries, run records, baselines,
+    detector metadata). ``allow_nan=False`` refuses NaN / inf, for files other tools read as strict JSON."""
+    text = json.dumps(obj, indent=2, sort_keys=sort_keys, allow_nan=allow_nan, default=str)
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def png_bytes(image: Any) -> bytes:

@@ -17,13 +17,9 @@ from typing import Any
 import torch
 
 from quantfake.generators import GeneratorSpec, get_generator
+from quantfake.profiles import TINY_SIZE, TINY_VAE_BLOCKS, TINY_VAE_FACTOR
 from quantfake.store import atomic_dir, check_saved_pipeline, config_hash
 
-TINY_SIZE = 64  # pixels
-#: VAE levels: three (two downsamplings) give 16x16 latents at 64 px. With two levels (32x32 latents) the UNets'
-#: full-resolution self-attention over 1,024 tokens cost 10-20x the tiny transformers per image (issue 14).
-TINY_VAE_BLOCKS = 3
-TINY_VAE_FACTOR = 2 ** (TINY_VAE_BLOCKS - 1)
 TINY_LATENT = TINY_SIZE // TINY_VAE_FACTOR
 TINY_SEED = 0
 _TEXT_HIDDEN = 32

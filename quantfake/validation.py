@@ -16,15 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from quantfake.errors import OptionError
 from quantfake.generators import GENERATORS, GeneratorSpec
+from quantfake.profiles import vae_factor
 
 if TYPE_CHECKING:
     from quantfake.options import BenchOptions
 
 #: A 95 % percentile interval needs at least one resample in each 2.5 % tail: 40 resamples.
 MIN_BOOTSTRAP = 40
-#: VAE downsampling of the full-size pipelines (four VAE levels); the tiny factory's is in ``quantfake.tiny``.
-FULL_VAE_FACTOR = 8
-
 
 @dataclass(frozen=True)
 class NumericRule:
@@ -93,9 +91,7 @@ def parse_number(raw: Any, key: str) -> int | float | None:
 def size_multiple(generator: GeneratorSpec, profile: str) -> int:
     """The pixel multiple a generator's pipeline accepts: VAE factor x the denoiser's patch (SD3) or packing
     (Flux) of 2, and 8 for the SD / SDXL pipelines, which check ``height % 8`` themselves."""
-    from quantfake.tiny import TINY_VAE_FACTOR
-
-    vae = TINY_VAE_FACTOR if profile == "tiny" else FULL_VAE_FACTOR
+    vae = vae_factor(profile)
     latent = 2 if generator.family in ("sd3", "flux") else 1
     pipeline = 8 if generator.family in ("sd", "sdxl") else 1
     return math.lcm(pipeline, vae * latent)
@@ -145,3 +141,14 @@ def _strength_problem(o: BenchOptions, spec: GeneratorSpec) -> str | None:
         return (f"--strength {o.strength} with {steps} img2img steps ({spec.id}) runs int({steps} x {o.strength}) = 0 "
                 f"denoising steps; accepted: strength x steps >= 1 (raise --strength or --img2img-steps)")
     return None
+
+
+def check_budget(value: str | float) -> float:
+    """``value`` as a positive number of GiB, or a clear error naming the bad value."""
+    try:
+        gib = float(value)
+    except (TypeError, ValueError):
+        gib = float("nan")
+    if not gib > 0:
+        raise ValueError(f"--vram-budget {value!r}: expected a positive number of GiB, e.g. 24")
+    return gib

@@ -18,7 +18,7 @@ from PIL import Image
 
 from quantfake.cells import CellSpec
 from quantfake.detectors import get_detector
-from quantfake.detectors.representation import (
+from quantfake.detectors.registry import (
     DEFAULT_REPRESENTATION,
     check_representation,
     detector_token,
@@ -129,7 +129,7 @@ class World:
                 for kept in self._pipes.values():
                     kept.compile_s = None  # their next compiled call compiles again, and is timed again
             if self.device.startswith("cuda"):
-                from quantfake.efficiency import free_cached_memory
+                from quantfake.measure import free_cached_memory
 
                 free_cached_memory()  # collects reference cycles too (offload hooks point back at their models)
         where = dict(device=self.device, store=self.store, model_root=self.o.model_root,
@@ -271,7 +271,7 @@ class World:
 
     def _detector_latency(self, detector: Any, batch: int = 16) -> float:
         """Median forward time per image of ``detector`` on one batch of calibration reals (ms)."""
-        from quantfake.efficiency import time_callable
+        from quantfake.measure import time_callable
 
         x = detector.preprocess(list(self.real_pools()["calibration"].images[:batch])).to(self.device)
         with torch.inference_mode():

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from tabulate import tabulate
 
-from quantfake.detector_quant import DETECTOR_PRECISIONS
+from quantfake.detector_precisions import DETECTOR_PRECISIONS
 from quantfake.detectors import DETECTORS, load_detector
 from quantfake.detectors.precision_check import compare_precisions
 from quantfake.environment import collect_environment

@@ -46,7 +46,7 @@ for gen in ("sdxl", "sd3", "flux"):
             torch.cuda.reset_peak_memory_stats()
             model, seconds = load_denoiser(gen, prec, device="cuda")
             params = sum(p.numel() for p in model.parameters())
-            from quantfake.efficiency import weights_bytes
+            from quantfake.measure import weights_bytes
 
             row.update(ok=True, build_s=round(seconds, 2), params=params,
                        weights_gib=round(weights_bytes(model) / 2**30, 2),

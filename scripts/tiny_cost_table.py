@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tabulate import tabulate  # noqa: E402
 
-from quantfake.efficiency.half_speed import half_slowdown  # noqa: E402
+from quantfake.measure.half_speed import half_slowdown  # noqa: E402
 from quantfake.grids import half_kind  # noqa: E402
 
 

@@ -19,9 +19,10 @@ from quantfake.fidelity import psnr
 from quantfake.generate import GenerationRequest, generate
 from quantfake.generators import get_generator
 from quantfake.loading import LoadedPipeline, load_pipeline
-from quantfake.precisions import PRECISIONS, get_precision, unavailable_reason, verify
+from quantfake.precision_apply import verify
+from quantfake.precisions import PRECISIONS, get_precision, unavailable_reason
+from quantfake.profiles import TINY_SIZE
 from quantfake.store import Store, sha256_file
-from quantfake.tiny import TINY_SIZE
 
 GENERATOR = "flux"  # the cheapest tiny generator (grids.TINY_FP32_MS_PER_IMAGE)
 QUANTO_IDS = ("quanto-int8", "quanto-int4", "quanto-fp8")
@@ -111,7 +112,7 @@ def test_missing_user_gguf_names_the_path(tmp_path: Path, store: Store) -> None:
 def test_in_memory_paths_of_the_random_profile(monkeypatch: pytest.MonkeyPatch, loaded, store: Store) -> None:
     """The random profile's code (state dict into from_single_file; QLinear swap), on the tiny pipeline's weights."""
     import quantfake.fullsize as fullsize
-    from quantfake.precisions import quantize_module_
+    from quantfake.precision_apply import quantize_module_
 
     reference = loaded("fp32")
     monkeypatch.setattr(fullsize, "build_random_pipeline",

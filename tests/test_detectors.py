@@ -18,7 +18,6 @@ from quantfake.detectors import (
     ScoreCache,
     UnsafeCheckpoint,
     get_detector,
-    image_sha256,
     load_checkpoint,
     load_detector,
     save_state_dict,
@@ -28,6 +27,7 @@ from quantfake.detectors.loaded import build_module
 from quantfake.detectors.npr import NPR, npr_residual
 from quantfake.detectors.r50nodown import R50NoDown
 from quantfake.detectors.r50tf import R50TF, PrototypeScores
+from quantfake.image_io import image_sha256
 
 IMNET_MEAN, IMNET_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 CLIP_MEAN, CLIP_STD = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from quantfake.efficiency import count_flops, weights_bytes
 from quantfake.efficiency.cells import (
     EfficiencyCell,
     denoiser_inputs,
@@ -23,12 +22,12 @@ from quantfake.efficiency.cells import (
     measure_pipeline_e2e,
     oom_guarded,
     reference_step_flops,
-    step_batch,
-    text_sequence_length,
 )
 from quantfake.errors import UnknownIdError
-from quantfake.generators import GENERATORS, get_generator
-from quantfake.tiny import TINY_SIZE, TINY_VAE_FACTOR, tiny_denoiser_config
+from quantfake.generators import GENERATORS, get_generator, step_batch, text_sequence_length
+from quantfake.measure import count_flops, weights_bytes
+from quantfake.profiles import TINY_SIZE, TINY_VAE_FACTOR
+from quantfake.tiny import tiny_denoiser_config
 
 # the tiny configs accept any latent divisible by 8 (three UNet downsamplings); 8 keeps each forward cheap
 TEST_SIZE = 8 * TINY_VAE_FACTOR

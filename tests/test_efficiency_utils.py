@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from quantfake.efficiency import (
+from quantfake.measure import (
     OverheadComparison,
     Timer,
     TimingStats,
@@ -130,7 +130,8 @@ def test_torchao_quantization_leaves_inductor_config_alone(precision: str, monke
     # nothing is computed here: int8dq's refusal on CPUs without AVX-512 (saturating int8 GEMMs) does not apply
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
 
-    from quantfake.precisions import get_precision, quantize_module_
+    from quantfake.precision_apply import quantize_module_
+    from quantfake.precisions import get_precision
 
     with inductor_config.patch(coordinate_descent_tuning=False, coordinate_descent_check_all_directions=False):
         quantize_module_(nn.Sequential(nn.Linear(IN_FEATURES, OUT_FEATURES)), get_precision(precision))

@@ -6,14 +6,14 @@ import pytest
 
 from quantfake.cells import cheapest_generator, detection_cells, detector_precision_cells, fidelity_cells
 from quantfake.cli import _selects_cells
-from quantfake.detector_quant import DETECTOR_PRECISIONS
+from quantfake.detector_precisions import DETECTOR_PRECISIONS
 from quantfake.detectors import DETECTORS, REPRESENTATIONS
-from quantfake.efficiency import half_speed
 from quantfake.efficiency.runner import PARAMETRIZED_FIXTURES, cell_params
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS, MODES
 from quantfake.grid_estimate import estimate_grid, measured_costs
 from quantfake.grids import GRIDS, HALF_SLOWDOWN_WORST, TINY_FP32_MS_PER_IMAGE, covering_plan, resolve_grid, set_cost
+from quantfake.measure import half_speed
 from quantfake.options import build_options
 from quantfake.perturbations import PERTURBATIONS
 from quantfake.precisions import PRECISIONS

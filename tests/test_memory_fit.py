@@ -18,12 +18,12 @@ from quantfake.memory_fit import (
     HEADROOM_FRACTION,
     Recipe,
     candidate_recipes,
-    check_budget,
     choose_recipe,
     estimate,
     full_size_memory,
 )
 from quantfake.options import build_options
+from quantfake.validation import check_budget
 
 REPO = Path(__file__).resolve().parent.parent
 H200 = json.loads((REPO / "benchmarks/rehearsal/effic_e2e_h200.json").read_text())["benchmarks"]

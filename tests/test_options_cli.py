@@ -12,6 +12,7 @@ from quantfake.cells import CellSpec, detection_cells, detector_precision_cells,
 from quantfake.cli import main
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS
+from quantfake.option_specs import BENCH_OPTIONS, GENERATE_OPTIONS
 from quantfake.options import build_options
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,3 +57,23 @@ def test_pytest_usage_error_on_unknown_precision() -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "fp9" in proc.stderr and "nf4" in proc.stderr
+
+
+def test_bench_and_generate_options_come_from_one_registry(pytestconfig: pytest.Config) -> None:
+    from quantfake.distributed import parse_args
+
+    for option in BENCH_OPTIONS:  # every spec is a pytest option under its build_options key
+        pytestconfig.getoption(option.key)
+    raw, _, _ = parse_args(["--n-images", "3", "--gen-batch-size", "2", "--compile"])
+    assert set(raw) == {o.key for o in GENERATE_OPTIONS} and set(raw) < {o.key for o in BENCH_OPTIONS}
+    assert (raw["n_images"], raw["batch_size"], raw["compile"], raw["steps"]) == ("3", "2", True, "")
+
+
+def test_cli_subcommands_pass_their_arguments_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    import quantfake.cli as cli
+
+    seen: list[list[str]] = []
+    monkeypatch.setitem(cli.COMMANDS, "plan", cli.Command("plan", lambda argv: seen.append(argv) or 0))
+    assert main(["plan", "--from", "x.json", "-h", "--gpus", "2"]) == 0
+    assert seen == [["--from", "x.json", "-h", "--gpus", "2"]]  # options and -h reach the command's own parser
+    assert main([]) == 2  # no command: the command list, exit 2

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from quantfake.generate import PROMPTS
 from quantfake.options import build_options
-from quantfake.prompts import prompts_sha256, read_prompts
+from quantfake.prompts import PROMPTS, prompts_sha256, read_prompts
 from quantfake.world import World
 
 

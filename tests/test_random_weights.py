@@ -12,7 +12,6 @@ from PIL import Image
 
 from quantfake.cli import main as cli_main
 from quantfake.detectors import DETECTORS, get_detector, load_detector, score_images
-from quantfake.detectors.clip_backbone import VIT_L14
 from quantfake.detectors.random_weights import (
     MANIFEST_NAME,
     build_random,
@@ -20,6 +19,7 @@ from quantfake.detectors.random_weights import (
     tower_config,
     write_random_weights_dir,
 )
+from quantfake.detectors.registry import VIT_L14
 
 # shrinks only the CLIP towers (a full ViT-L/14 takes ~10 s to build and 1.2 GB per tower); 224 px input kept
 SMALL_TOWER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,

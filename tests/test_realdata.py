@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from quantfake.image_io import image_sha256
 from quantfake.realdata import (
     DEFAULT_SOURCE_KEYS,
     PHOTO_SOURCES,
     RealSet,
-    image_sha256,
     load_real_dir,
     tiny_real_set,
 )

@@ -11,14 +11,10 @@ import torch
 
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS, MODES, check_mode, get_generator
-from quantfake.loading import PROFILES, check_profile, load_pipeline
-from quantfake.precisions import (
-    DEFAULT_PRECISIONS,
-    PRECISIONS,
-    check_components,
-    dtype_from_name,
-    get_precision,
-)
+from quantfake.loading import load_pipeline
+from quantfake.precision_apply import check_components
+from quantfake.precisions import COMPUTE_DTYPES, DEFAULT_PRECISIONS, PRECISIONS, dtype_from_name, get_precision
+from quantfake.profiles import PROFILES, check_profile
 
 # Published denoiser sizes (weights in the hub checkpoint, i.e. parameters + persistent buffers such as the
 # SD3 positional-embedding table). Sources: model cards / checkpoint sizes of each hub repo.
@@ -93,7 +89,7 @@ def test_flux_variants_differ_only_in_guidance_embedding() -> None:
         (get_precision, "int3", "precision", list(PRECISIONS)),
         (check_mode, "inpaint", "mode", list(MODES)),
         (check_profile, "huge", "profile", list(PROFILES)),
-        (dtype_from_name, "float64", "dtype", ["float32", "float16", "bfloat16"]),
+        (dtype_from_name, "float64", "dtype", list(COMPUTE_DTYPES.values())),
     ],
 )
 def test_unknown_id_lists_valid_ids(lookup, bad: str, kind: str, valid: list[str]) -> None:

@@ -15,7 +15,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from quantfake.report import build_report, main
-from quantfake.report.record import benchmark_frame, cells_frame, load_run_record
+from quantfake.report.record import benchmark_frame, cells_frame
+from quantfake.results import read_run_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GENERATORS = ("sd15", "sdxl")
@@ -218,7 +219,7 @@ def test_frames_handle_missing_keys(tmp_path: Path) -> None:
 def test_bad_schema_names_accepted(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text(json.dumps({"schema": 2, "cells": []}))
     with pytest.raises(ValueError, match="accepted"):
-        load_run_record(tmp_path / "run.json")
+        read_run_record(tmp_path / "run.json")
 
 
 def test_cli_latest_with_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

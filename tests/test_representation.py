@@ -29,7 +29,8 @@ from quantfake.detectors import (
 )
 from quantfake.detectors.loaded import build_module, implementation
 from quantfake.detectors.npr import npr_residual
-from quantfake.detectors.representation import REPRESENTATIONS, ResidualInput, get_representation
+from quantfake.detectors.registry import REPRESENTATIONS, get_representation
+from quantfake.detectors.representation import ResidualInput
 from quantfake.detectors.split import FeaturesThenHead
 from quantfake.errors import UnknownIdError
 from quantfake.options import build_options

@@ -14,7 +14,8 @@ import pytest
 
 from quantfake import compare as C
 from quantfake.baselines import BenchConfig
-from quantfake.results import CellResult, RunRecorder, collect_environment, list_runs, load_run, new_run_id
+from quantfake.environment import collect_environment
+from quantfake.results import CellResult, RunRecorder, list_runs, load_run, new_run_id
 
 ENV = {"python": "3.11", "platform": "test", "packages": {}, "torch": None, "cuda": None, "gpu": None,
        "git_revision": None, "hostname": "test"}

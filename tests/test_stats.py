@@ -10,6 +10,7 @@ import pytest
 
 from quantfake import metrics as M
 from quantfake import stats as S
+from quantfake.auc import midrank_rows
 
 
 def _data(seed: int = 0, n_real: int = 50, n_fake: int = 50, shift: float = 1.0):
@@ -78,7 +79,7 @@ def test_bootstrap_metrics_covers_every_key() -> None:
 
 
 def test_midranks() -> None:
-    np.testing.assert_allclose(S.midranks([3.0, 1.0, 3.0, 2.0, 3.0]), [4.0, 1.0, 4.0, 2.0, 4.0])
+    np.testing.assert_allclose(midrank_rows([3.0, 1.0, 3.0, 2.0, 3.0]), [[4.0, 1.0, 4.0, 2.0, 4.0]])
 
 
 def _structural_components(fake: np.ndarray, real: np.ndarray):

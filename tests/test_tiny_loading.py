@@ -16,15 +16,11 @@ from quantfake.errors import QuantizationNotApplied
 from quantfake.generate import GenerationRequest, generate
 from quantfake.generators import GENERATORS, get_generator
 from quantfake.loading import LoadedPipeline, load_pipeline
-from quantfake.precisions import (
-    DEFAULT_PRECISIONS,
-    check_components,
-    get_precision,
-    unavailable_reason,
-    verify,
-)
+from quantfake.precision_apply import check_components, verify
+from quantfake.precisions import DEFAULT_PRECISIONS, get_precision, unavailable_reason
+from quantfake.profiles import TINY_SIZE
 from quantfake.store import Store
-from quantfake.tiny import TINY_SIZE, build_tiny_pipeline, ensure_tiny_pipeline
+from quantfake.tiny import build_tiny_pipeline, ensure_tiny_pipeline
 
 FAMILY_REPRESENTATIVES = ("sd15", "sdxl", "sd3", "flux")
 CPU_PRECISIONS = tuple(p for p in DEFAULT_PRECISIONS if unavailable_reason(get_precision(p), "cpu") is None)

@@ -36,14 +36,6 @@ class TowerMismatch(ValueError):
     """A CLIP tower folder whose config differs from the detector's in a field that changes its features."""
 
 
-# ViT-L/14 geometry shared by OpenAI CLIP and open_clip ViT-L-14; the activation differs
-# (OpenAI: quick_gelu; open_clip "ViT-L-14" as used by CLIP-D's CommonPool weights: gelu).
-VIT_L14: dict[str, Any] = {
-    "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-    "image_size": 224, "patch_size": 14, "projection_dim": 768, "layer_norm_eps": 1e-5,
-}
-
-
 def vision_config(**overrides: Any) -> Any:
     from transformers import CLIPVisionConfig
 

@@ -23,28 +23,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .clip_backbone import FEATURE_FIELDS, VIT_L14, CLIPLinearProbe, build_tower
-from .preprocessing import CLIP_MEAN, CLIP_STD, PreprocessPolicy
+from .clip_backbone import FEATURE_FIELDS, CLIPLinearProbe, build_tower
+from .registry import DETECTORS
 
-UPSTREAM_POLICY = PreprocessPolicy(
-    resize=224, crop=224, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD,
-    note="ClipBased main.py patch_size Clip224: Resize(224, BICUBIC), CenterCrop(224), norm_type clip",
-)
-TINY_POLICY = PreprocessPolicy(
-    resize=32, crop=32, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD,
-    note="upstream Clip224 scaled to the tiny tower's 32x32 input",
-)
-FULL_CONFIG: dict[str, object] = {**VIT_L14, "hidden_act": "gelu"}
+# the preprocessing policies and architecture configs are registry data (no torch to read them)
+UPSTREAM_POLICY, TINY_POLICY = DETECTORS["clipd"].preprocess, DETECTORS["clipd"].tiny_preprocess
+FULL_CONFIG: dict[str, Any] = dict(DETECTORS["clipd"].full_config)
+TINY_CONFIG: dict[str, Any] = dict(DETECTORS["clipd"].tiny_config)
 TOWER_FIELDS: tuple[str, ...] = FEATURE_FIELDS  # the feature is the pooled CLS token before the projection
-TINY_CONFIG: dict[str, object] = {
-    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "image_size": 32, "patch_size": 8, "projection_dim": 16, "hidden_act": "gelu",
-}
 
 
 class ClipD(CLIPLinearProbe):

@@ -17,12 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from quantfake.profiles import check_profile
+
 from .checkpoints import MissingWeights, find_checkpoint, load_checkpoint
 from .preprocessing import PreprocessPolicy
-from .registry import DetectorSpec, get_detector
-from .representation import DEFAULT_REPRESENTATION, apply_representation, check_representation, detector_token
+from .registry import DEFAULT_REPRESENTATION, DetectorSpec, check_representation, detector_token, get_detector
+from .representation import apply_representation
 
-PROFILES: tuple[str, ...] = ("tiny", "pretrained", "random")
 RANDOM_SEED = 0
 
 
@@ -149,8 +150,7 @@ def load_detector(
     check_representation(detector_id, representation)
     choice = spec.weights_choice(weights)
     token = detector_token(detector_id, representation)
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; accepted: {', '.join(PROFILES)}")
+    check_profile(profile)
     ckpt_path: Path | None = None
     ckpt_sha = f"random-init-seed{RANDOM_SEED}"
     tower: Path | None = None

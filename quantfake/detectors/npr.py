@@ -22,25 +22,20 @@ the last row/column first, as the commented-out lines of upstream ``forward`` do
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessPolicy
+from .registry import DETECTORS
 from .resnet import ResNet
 from .split import FeaturesThenHead
 
-UPSTREAM_POLICY = PreprocessPolicy(
-    resize=(256, 256), crop=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    note="NPR test.py: no_resize=False (loadSize 256, torchvision Resize default bilinear), no_crop=True",
-)
-TINY_POLICY = PreprocessPolicy(
-    resize=None, crop=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    note="tiny world images are all 64x64: native resolution, as upstream no_resize=True",
-)
-FULL_CONFIG: dict[str, int | tuple[int, ...]] = {"width": 64, "layers": (3, 4)}
-TINY_CONFIG: dict[str, int | tuple[int, ...]] = {"width": 8, "layers": (1, 1)}
+# the preprocessing policies and architecture configs are registry data (no torch to read them)
+UPSTREAM_POLICY, TINY_POLICY = DETECTORS["npr"].preprocess, DETECTORS["npr"].tiny_preprocess
+FULL_CONFIG: dict[str, Any] = dict(DETECTORS["npr"].full_config)
+TINY_CONFIG: dict[str, Any] = dict(DETECTORS["npr"].tiny_config)
 
 
 def npr_residual(x: torch.Tensor) -> torch.Tensor:

@@ -15,11 +15,13 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -73,6 +75,8 @@ class PreprocessPolicy:
 
     def __call__(self, images: ImageBatch) -> torch.Tensor:
         """List of RGB PIL images or uint8 NHWC array -> float32 NCHW tensor."""
+        import torch  # the policy itself is registry data; torch only to apply it
+
         arrays = [self._one(img) for img in as_pil_list(images)]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:

@@ -19,22 +19,19 @@ Upstream: github.com/grip-unina/DMimageDetection (``get_method_here.py``: arch
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessPolicy
+from .registry import DETECTORS
 from .resnet import ResNet
 from .split import FeaturesThenHead
 
-UPSTREAM_POLICY = PreprocessPolicy(
-    resize=None, crop=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    note="DMimageDetection get_method_here.py / ClipBased Corvi2023 config: patch_size None, norm_type resnet",
-)
-TINY_POLICY = UPSTREAM_POLICY
-FULL_CONFIG: dict[str, int | tuple[int, ...]] = {"width": 64, "layers": (3, 4, 6, 3)}
-# three stages: at stride 1 the 64x64 activations dominate CPU time; a 4th stage adds little
-TINY_CONFIG: dict[str, int | tuple[int, ...]] = {"width": 8, "layers": (1, 1, 1)}
+# the preprocessing policies and architecture configs are registry data (no torch to read them)
+UPSTREAM_POLICY, TINY_POLICY = DETECTORS["r50nodown"].preprocess, DETECTORS["r50nodown"].tiny_preprocess
+FULL_CONFIG: dict[str, Any] = dict(DETECTORS["r50nodown"].full_config)
+TINY_CONFIG: dict[str, Any] = dict(DETECTORS["r50nodown"].tiny_config)
 
 
 class R50NoDown(FeaturesThenHead, ResNet):

@@ -20,21 +20,19 @@ original was not in the stored corpus): ``networks.py``, ``test.py``, ``parser.p
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, PreprocessPolicy
+from .registry import DETECTORS
 from .resnet import ResNet
 from .split import FeaturesThenHead
 
-UPSTREAM_POLICY = PreprocessPolicy(
-    resize=None, crop=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
-    note="TrueFake R50_TF utils/dataset.py test split: ToImage, ToDtype(scale=True), Normalize(ImageNet)",
-)
-TINY_POLICY = UPSTREAM_POLICY
-FULL_CONFIG: dict[str, int | tuple[int, ...]] = {"width": 64, "layers": (3, 4, 6, 3), "embed_dim": 128, "num_centers": 1}
-TINY_CONFIG: dict[str, int | tuple[int, ...]] = {"width": 8, "layers": (1, 1, 1, 1), "embed_dim": 16, "num_centers": 1}
+# the preprocessing policies and architecture configs are registry data (no torch to read them)
+UPSTREAM_POLICY, TINY_POLICY = DETECTORS["r50tf"].preprocess, DETECTORS["r50tf"].tiny_preprocess
+FULL_CONFIG: dict[str, Any] = dict(DETECTORS["r50tf"].full_config)
+TINY_CONFIG: dict[str, Any] = dict(DETECTORS["r50tf"].tiny_config)
 
 
 class PrototypeScores(nn.Module):

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from quantfake.store import atomic_write_json
+
 from .checkpoints import file_sha256
 from .loaded import implementation
 from .registry import DETECTORS, DetectorSpec, get_detector
@@ -76,14 +78,6 @@ def read_manifest(root: Path | str) -> dict[str, Any]:
     if not path.is_file():
         return {"random_weights": True, "note": NOTE, "format": FORMAT_VERSION, "detectors": {}}
     return json.loads(path.read_text())
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
 
 
 def _files_match(root: Path, files: Mapping[str, Mapping[str, Any]]) -> bool:
@@ -185,11 +179,11 @@ def write_random_weights_dir(
             continue
         _refuse_foreign(root, spec, manifest)
         manifest["detectors"][det_id] = {"seed": seed, "pending": _targets(spec)}  # claims them if interrupted
-        _write_json(root / MANIFEST_NAME, manifest)
+        atomic_write_json(root / MANIFEST_NAME, manifest)
         entry = _write_detector(root, spec, seed, cfg, tower_overrides)
         manifest["detectors"][det_id] = entry
         manifest["environment"] = {"torch": torch.__version__, "transformers": _transformers_version()}
-        _write_json(root / MANIFEST_NAME, manifest)  # after each detector: an interrupted run resumes
+        atomic_write_json(root / MANIFEST_NAME, manifest)  # after each detector: an interrupted run resumes
         written += list(entry["files"])
     return {"root": str(root), "manifest": str(root / MANIFEST_NAME), "written": written, "kept": kept,
             "detectors": {d: manifest["detectors"][d] for d in ids}}

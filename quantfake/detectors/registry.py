@@ -19,8 +19,7 @@ from typing import Any
 
 from quantfake.errors import UnknownIdError
 
-from . import clipd, npr, r50nodown, r50tf, univfd
-from .preprocessing import PreprocessPolicy
+from .preprocessing import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PreprocessPolicy
 
 
 @dataclass(frozen=True)
@@ -105,6 +104,73 @@ def _jsonable(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
 
 
+# --------------------------------------------------------------------------------------------------
+# each detector's upstream test preprocessing and its full-size / tiny architecture (the modules read them here)
+
+# ViT-L/14 geometry shared by OpenAI CLIP and open_clip ViT-L-14; the activation differs
+# (OpenAI: quick_gelu; open_clip "ViT-L-14" as used by CLIP-D's CommonPool weights: gelu).
+VIT_L14: dict[str, Any] = {
+    "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+    "image_size": 224, "patch_size": 14, "projection_dim": 768, "layer_norm_eps": 1e-5,
+}
+
+_NPR_UPSTREAM = PreprocessPolicy(
+    resize=(256, 256), crop=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    note="NPR test.py: no_resize=False (loadSize 256, torchvision Resize default bilinear), no_crop=True",
+)
+_NPR_TINY = PreprocessPolicy(
+    resize=None, crop=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    note="tiny world images are all 64x64: native resolution, as upstream no_resize=True",
+)
+_NPR_FULL: dict[str, int | tuple[int, ...]] = {"width": 64, "layers": (3, 4)}
+_NPR_TINY_CONFIG: dict[str, int | tuple[int, ...]] = {"width": 8, "layers": (1, 1)}
+
+_CLIPD_UPSTREAM = PreprocessPolicy(
+    resize=224, crop=224, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD,
+    note="ClipBased main.py patch_size Clip224: Resize(224, BICUBIC), CenterCrop(224), norm_type clip",
+)
+_CLIPD_TINY = PreprocessPolicy(
+    resize=32, crop=32, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD,
+    note="upstream Clip224 scaled to the tiny tower's 32x32 input",
+)
+_CLIPD_FULL: dict[str, object] = {**VIT_L14, "hidden_act": "gelu"}
+_CLIPD_TINY_CONFIG: dict[str, object] = {
+    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "image_size": 32, "patch_size": 8, "projection_dim": 16, "hidden_act": "gelu",
+}
+
+_R50NODOWN_UPSTREAM = PreprocessPolicy(
+    resize=None, crop=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    note="DMimageDetection get_method_here.py / ClipBased Corvi2023 config: patch_size None, norm_type resnet",
+)
+_R50NODOWN_TINY = _R50NODOWN_UPSTREAM
+_R50NODOWN_FULL: dict[str, int | tuple[int, ...]] = {"width": 64, "layers": (3, 4, 6, 3)}
+# three stages: at stride 1 the 64x64 activations dominate CPU time; a 4th stage adds little
+_R50NODOWN_TINY_CONFIG: dict[str, int | tuple[int, ...]] = {"width": 8, "layers": (1, 1, 1)}
+
+_R50TF_UPSTREAM = PreprocessPolicy(
+    resize=None, crop=None, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    note="TrueFake R50_TF utils/dataset.py test split: ToImage, ToDtype(scale=True), Normalize(ImageNet)",
+)
+_R50TF_TINY = _R50TF_UPSTREAM
+_R50TF_FULL: dict[str, int | tuple[int, ...]] = {"width": 64, "layers": (3, 4, 6, 3), "embed_dim": 128, "num_centers": 1}
+_R50TF_TINY_CONFIG: dict[str, int | tuple[int, ...]] = {"width": 8, "layers": (1, 1, 1, 1), "embed_dim": 16, "num_centers": 1}
+
+_UNIVFD_UPSTREAM = PreprocessPolicy(
+    resize=None, crop=224, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD,
+    note="UnivFD validate.py: CenterCrop(224), ToTensor, Normalize(CLIP); no resize (interpolation unused)",
+)
+_UNIVFD_TINY = PreprocessPolicy(
+    resize=None, crop=56, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD,
+    note="upstream centre crop without resize, scaled to the tiny tower's 56x56 input",
+)
+_UNIVFD_FULL: dict[str, object] = {**VIT_L14, "hidden_act": "quick_gelu"}
+_UNIVFD_TINY_CONFIG: dict[str, object] = {
+    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "image_size": 56, "patch_size": 8, "projection_dim": 16, "hidden_act": "quick_gelu",
+}
+
+
 _SPECS = (
     DetectorSpec(
         id="npr", name="NPR",
@@ -115,8 +181,8 @@ _SPECS = (
             "npr", ("NPR.pth", "npr/NPR.pth", "NPR/NPR.pth"),
             "NPR.pth in the root of github.com/chuangchuangtan/NPR-DeepfakeDetection",
             "torch.save state dict (conv1.*, layer1.*, layer2.*, fc1.*)"),),
-        preprocess=npr.UPSTREAM_POLICY, tiny_preprocess=npr.TINY_POLICY, module="npr",
-        native_input_size=256, tiny_config=MappingProxyType(npr.TINY_CONFIG), full_config=MappingProxyType(npr.FULL_CONFIG),
+        preprocess=_NPR_UPSTREAM, tiny_preprocess=_NPR_TINY, module="npr",
+        native_input_size=256, tiny_config=MappingProxyType(_NPR_TINY_CONFIG), full_config=MappingProxyType(_NPR_FULL),
     ),
     DetectorSpec(
         id="clipd", name="CLIP-D",
@@ -128,14 +194,14 @@ _SPECS = (
             "weights/clipdet_latent10k_plus/weights.pth in github.com/grip-unina/ClipBased-SyntheticImageDetection "
             "(git lfs pull)",
             "{'model': {'module.fc.weight', 'module.fc.bias'}}: the linear head only"),),
-        preprocess=clipd.UPSTREAM_POLICY, tiny_preprocess=clipd.TINY_POLICY, module="clipd",
+        preprocess=_CLIPD_UPSTREAM, tiny_preprocess=_CLIPD_TINY, module="clipd",
         native_input_size=224, train_head_only=True,
         tower=TowerSpec(
             "CLIP-ViT-L-14-CommonPool.XL-s13B-b90K",
             "open_clip ViT-L-14 checkpoint open_clip_pytorch_model.bin of the Hugging Face repo "
             "laion/CLIP-ViT-L-14-CommonPool.XL-s13B-b90K (ClipBased networks/openclipnet.py 'clipL14commonpool')",
             import_format="open_clip"),
-        tiny_config=MappingProxyType(clipd.TINY_CONFIG), full_config=MappingProxyType(clipd.FULL_CONFIG),
+        tiny_config=MappingProxyType(_CLIPD_TINY_CONFIG), full_config=MappingProxyType(_CLIPD_FULL),
     ),
     DetectorSpec(
         id="r50nodown", name="ResNet-50 no-down (Corvi 2023)",
@@ -153,9 +219,9 @@ _SPECS = (
                 "(git lfs pull; res50nodown, same architecture, its own training)",
                 "{'model': state dict} saved from DataParallel (module.conv1.*, ..., module.fc.*)"),
         ),
-        preprocess=r50nodown.UPSTREAM_POLICY, tiny_preprocess=r50nodown.TINY_POLICY, module="r50nodown",
+        preprocess=_R50NODOWN_UPSTREAM, tiny_preprocess=_R50NODOWN_TINY, module="r50nodown",
         native_input_size=None,
-        tiny_config=MappingProxyType(r50nodown.TINY_CONFIG), full_config=MappingProxyType(r50nodown.FULL_CONFIG),
+        tiny_config=MappingProxyType(_R50NODOWN_TINY_CONFIG), full_config=MappingProxyType(_R50NODOWN_FULL),
     ),
     DetectorSpec(
         id="r50tf", name="TrueFake ResNet-50",
@@ -168,9 +234,9 @@ _SPECS = (
             "R50_TF/checkpoint/pretrained/weights/best.pt of the weights archive linked from the README of "
             "github.com/truebees-ai/Image-Deepfake-Detectors-Public-Library",
             "state dict (backbone.*, proto.*)"),),
-        preprocess=r50tf.UPSTREAM_POLICY, tiny_preprocess=r50tf.TINY_POLICY, module="r50tf",
+        preprocess=_R50TF_UPSTREAM, tiny_preprocess=_R50TF_TINY, module="r50tf",
         native_input_size=None, score="upstream prototype score; score > 0 is fake",
-        tiny_config=MappingProxyType(r50tf.TINY_CONFIG), full_config=MappingProxyType(r50tf.FULL_CONFIG),
+        tiny_config=MappingProxyType(_R50TF_TINY_CONFIG), full_config=MappingProxyType(_R50TF_FULL),
     ),
     DetectorSpec(
         id="univfd", name="UnivFD",
@@ -180,14 +246,14 @@ _SPECS = (
             "fc_weights", ("fc_weights.pth", "pretrained_weights/fc_weights.pth", "univfd/fc_weights.pth"),
             "pretrained_weights/fc_weights.pth in github.com/WisconsinAIVision/UniversalFakeDetect",
             "state dict of the head: weight (1, 768), bias (1,)"),),
-        preprocess=univfd.UPSTREAM_POLICY, tiny_preprocess=univfd.TINY_POLICY, module="univfd",
+        preprocess=_UNIVFD_UPSTREAM, tiny_preprocess=_UNIVFD_TINY, module="univfd",
         native_input_size=224, train_head_only=True,
         tower=TowerSpec(
             "clip-vit-large-patch14",
             "the Hugging Face folder openai/clip-vit-large-patch14 (loads as it is), or OpenAI's ViT-L-14.pt "
             "(clip package, ~/.cache/clip; what UnivFD's clip.load reads)",
             import_format="openai_clip"),
-        tiny_config=MappingProxyType(univfd.TINY_CONFIG), full_config=MappingProxyType(univfd.FULL_CONFIG),
+        tiny_config=MappingProxyType(_UNIVFD_TINY_CONFIG), full_config=MappingProxyType(_UNIVFD_FULL),
     ),
 )
 
@@ -215,3 +281,61 @@ def parse_weights_choices(value: str | None) -> dict[str, str]:
         spec = get_detector(det.strip())
         choices[spec.id] = spec.weights_choice(choice.strip()).id
     return choices
+
+
+# --------------------------------------------------------------------------------------------------
+# input representations (what a detector's first layer sees; :mod:`.representation` applies them)
+
+DEFAULT_REPRESENTATION = "rgb"
+
+
+@dataclass(frozen=True)
+class Representation:
+    """A detector input; ``detectors`` lists the detector ids that accept it (None: every detector)."""
+
+    id: str
+    description: str
+    detectors: tuple[str, ...] | None = None
+
+    def accepts(self, detector_id: str) -> bool:
+        return self.detectors is None or detector_id in self.detectors
+
+
+REPRESENTATIONS: dict[str, Representation] = {
+    r.id: r
+    for r in (
+        Representation("rgb", "normalized RGB pixels, as upstream (default)"),
+        Representation("npr", "NPR residual x - up2(down2(x)) (nearest), scaled by 2/3, as NPR's conv1 input",
+                       detectors=("r50nodown", "r50tf")),
+    )
+}
+
+
+def get_representation(representation_id: str) -> Representation:
+    """The representation ``representation_id``; ``UnknownIdError`` (a ``ValueError``) lists valid ids."""
+    try:
+        return REPRESENTATIONS[representation_id]
+    except (KeyError, TypeError):
+        raise UnknownIdError("representation", representation_id, REPRESENTATIONS) from None
+
+
+def check_representation(detector_id: str, representation_id: str) -> Representation:
+    """The representation, after checking that ``detector_id`` accepts it (``ValueError`` otherwise)."""
+    rep = get_representation(representation_id)
+    if not rep.accepts(detector_id):
+        accepting = [r.id for r in REPRESENTATIONS.values() if r.accepts(detector_id)]
+        raise ValueError(
+            f"detector {detector_id!r} does not accept representation {representation_id!r} "
+            f"(it accepts: {', '.join(accepting)}); {representation_id!r} is for: {', '.join(rep.detectors or ())}"
+        )
+    return rep
+
+
+def representations_for(detector_id: str, representation_ids: tuple[str, ...]) -> tuple[str, ...]:
+    """The subset of ``representation_ids`` that ``detector_id`` accepts (the cell grid's axis)."""
+    return tuple(r for r in representation_ids if get_representation(r).accepts(detector_id))
+
+
+def detector_token(detector_id: str, representation_id: str = DEFAULT_REPRESENTATION) -> str:
+    """``r50nodown`` for RGB, ``r50nodown+npr`` otherwise: used in cell ids, file names and cache keys."""
+    return detector_id if representation_id == DEFAULT_REPRESENTATION else f"{detector_id}+{representation_id}"

@@ -1,5 +1,7 @@
 """Input representation of a detector: what its first layer sees (RGB pixels or the NPR residual).
 
+The ids are registry data (:data:`quantfake.detectors.registry.REPRESENTATIONS`); this module applies them.
+
 Why: QMDD (IJCAI 2025) claims the NPR residual input (Tan et al., CVPR 2024) is quantization-friendly.
 To measure that instead of believing it, the convolutional RGB detectors (``r50nodown``, ``r50tf``) can be
 trained and evaluated on the residual; their cells then differ from the RGB ones only in the input.
@@ -9,68 +11,11 @@ frozen towers were pretrained on RGB).  ``rgb`` is the default and leaves every 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from quantfake.errors import UnknownIdError
-
 from .npr import npr_residual
-
-DEFAULT_REPRESENTATION = "rgb"
-
-
-@dataclass(frozen=True)
-class Representation:
-    """A detector input; ``detectors`` lists the detector ids that accept it (None: every detector)."""
-
-    id: str
-    description: str
-    detectors: tuple[str, ...] | None = None
-
-    def accepts(self, detector_id: str) -> bool:
-        return self.detectors is None or detector_id in self.detectors
-
-
-REPRESENTATIONS: dict[str, Representation] = {
-    r.id: r
-    for r in (
-        Representation("rgb", "normalized RGB pixels, as upstream (default)"),
-        Representation("npr", "NPR residual x - up2(down2(x)) (nearest), scaled by 2/3, as NPR's conv1 input",
-                       detectors=("r50nodown", "r50tf")),
-    )
-}
-
-
-def get_representation(representation_id: str) -> Representation:
-    """The representation ``representation_id``; ``UnknownIdError`` (a ``ValueError``) lists valid ids."""
-    try:
-        return REPRESENTATIONS[representation_id]
-    except (KeyError, TypeError):
-        raise UnknownIdError("representation", representation_id, REPRESENTATIONS) from None
-
-
-def check_representation(detector_id: str, representation_id: str) -> Representation:
-    """The representation, after checking that ``detector_id`` accepts it (``ValueError`` otherwise)."""
-    rep = get_representation(representation_id)
-    if not rep.accepts(detector_id):
-        accepting = [r.id for r in REPRESENTATIONS.values() if r.accepts(detector_id)]
-        raise ValueError(
-            f"detector {detector_id!r} does not accept representation {representation_id!r} "
-            f"(it accepts: {', '.join(accepting)}); {representation_id!r} is for: {', '.join(rep.detectors or ())}"
-        )
-    return rep
-
-
-def representations_for(detector_id: str, representation_ids: tuple[str, ...]) -> tuple[str, ...]:
-    """The subset of ``representation_ids`` that ``detector_id`` accepts (the cell grid's axis)."""
-    return tuple(r for r in representation_ids if get_representation(r).accepts(detector_id))
-
-
-def detector_token(detector_id: str, representation_id: str = DEFAULT_REPRESENTATION) -> str:
-    """``r50nodown`` for RGB, ``r50nodown+npr`` otherwise: used in cell ids, file names and cache keys."""
-    return detector_id if representation_id == DEFAULT_REPRESENTATION else f"{detector_id}+{representation_id}"
+from .registry import DEFAULT_REPRESENTATION, get_representation
 
 
 class ResidualInput(nn.Module):

@@ -13,8 +13,6 @@ test script does); mixed precision is the explicit detector precision ``fp16amp`
 
 from __future__ import annotations
 
-import hashlib
-import io
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -23,21 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
+
+from quantfake.image_io import image_sha256
 
 from .loaded import LoadedDetector
 from .preprocessing import ImageBatch, as_pil_list
 
 CacheKey = tuple[str, str, str, str, str]
-
-
-def image_sha256(image: Image.Image | np.ndarray) -> str:
-    """SHA-256 of the PNG encoding (PIL, compress_level 6, no metadata) of an RGB image."""
-    img = Image.fromarray(image) if isinstance(image, np.ndarray) else image.convert("RGB")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=6)
-    return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
 class ScoreCache:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,18 +26,15 @@ import torch
 from filelock import FileLock
 from torch import nn
 
+from quantfake.auc import roc_auc_value
+from quantfake.image_io import image_sha256
+from quantfake.store import atomic_write_json
+
 from .checkpoints import file_sha256, save_state_dict
 from .loaded import build_module, load_detector, tiny_weights_path
 from .preprocessing import ImageBatch, as_pil_list
-from .registry import get_detector
-from .representation import (
-    DEFAULT_REPRESENTATION,
-    REPRESENTATIONS,
-    apply_representation,
-    check_representation,
-    detector_token,
-)
-from .scoring import image_sha256
+from .registry import DEFAULT_REPRESENTATION, REPRESENTATIONS, check_representation, detector_token, get_detector
+from .representation import apply_representation
 
 CACHE_FORMAT = 1
 TRAIN_PROFILES: tuple[str, ...] = ("tiny", "pretrained")
@@ -167,7 +162,7 @@ def train_detector(
             head_only=head_only, loss_history=losses, train_seconds=seconds, config=asdict(config),
             init_checkpoint_sha256=init.checkpoint_sha256 if init else None, representation=representation,
         )
-        _write_json_atomic(meta_path, result.as_dict())
+        atomic_write_json(meta_path, result.as_dict())
         return result
 
 
@@ -235,14 +230,12 @@ def _evaluate(
     """Held-out AUC and accuracy at the fixed (upstream) threshold."""
     if len(y) == 0:
         return None, None
-    from sklearn.metrics import roc_auc_score
-
     module.eval()
     with torch.inference_mode():
         scores = torch.cat([module(b).reshape(-1) for b in x.split(batch_size)]).numpy()
     labels = y.numpy()
     acc = float(np.mean((scores > threshold) == (labels == 1)))
-    auc = float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else None
+    auc = roc_auc_value(labels, scores) if len(np.unique(labels)) == 2 else None
     return auc, acc
 
 
@@ -254,13 +247,6 @@ def _cached_result(meta_path: Path, weights_path: Path, cache_key: str) -> Train
         return None
     meta["cached"] = True
     return TrainResult(**meta)
-
-
-def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _load_folder(folder: Path) -> tuple[list[Any], list[str]]:

@@ -19,28 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from .clip_backbone import FEATURE_FIELDS, VIT_L14, CLIPLinearProbe, build_tower
-from .preprocessing import CLIP_MEAN, CLIP_STD, PreprocessPolicy
+from .clip_backbone import FEATURE_FIELDS, CLIPLinearProbe, build_tower
+from .registry import DETECTORS
 
-UPSTREAM_POLICY = PreprocessPolicy(
-    resize=None, crop=224, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD,
-    note="UnivFD validate.py: CenterCrop(224), ToTensor, Normalize(CLIP); no resize (interpolation unused)",
-)
-TINY_POLICY = PreprocessPolicy(
-    resize=None, crop=56, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD,
-    note="upstream centre crop without resize, scaled to the tiny tower's 56x56 input",
-)
-FULL_CONFIG: dict[str, object] = {**VIT_L14, "hidden_act": "quick_gelu"}
+# the preprocessing policies and architecture configs are registry data (no torch to read them)
+UPSTREAM_POLICY, TINY_POLICY = DETECTORS["univfd"].preprocess, DETECTORS["univfd"].tiny_preprocess
+FULL_CONFIG: dict[str, Any] = dict(DETECTORS["univfd"].full_config)
+TINY_CONFIG: dict[str, Any] = dict(DETECTORS["univfd"].tiny_config)
 #: the tower config fields a folder is checked on: the feature is the projected embedding, so its width too
 TOWER_FIELDS: tuple[str, ...] = (*FEATURE_FIELDS, "projection_dim")
-TINY_CONFIG: dict[str, object] = {
-    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "image_size": 56, "patch_size": 8, "projection_dim": 16, "hidden_act": "quick_gelu",
-}
 
 
 class UnivFD(CLIPLinearProbe):

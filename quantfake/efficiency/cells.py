@@ -23,27 +23,23 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from quantfake.efficiency.devices import GIB, DeviceLike, as_device, synchronize
-from quantfake.efficiency.flops import achieved_tflops, count_flops, measure_matmul_peak_tflops, roofline_fraction
-from quantfake.efficiency.memory import PeakMemory, peak_memory
-from quantfake.efficiency.oom import free_cached_memory, is_oom
-from quantfake.efficiency.overhead import compare_overhead
-from quantfake.efficiency.timing import Sampler, TimingStats, timer_sampler
-from quantfake.efficiency.weights import component_weights_bytes, weights_bytes
-from quantfake.generators import GeneratorSpec, get_generator
-from quantfake.tiny import TINY_VAE_FACTOR
+from quantfake.generators import GeneratorSpec, get_generator, text_sequence_length
+from quantfake.measure.devices import GIB, DeviceLike, as_device, synchronize
+from quantfake.measure.flops import achieved_tflops, count_flops, measure_matmul_peak_tflops, roofline_fraction
+from quantfake.measure.memory import PeakMemory, peak_memory
+from quantfake.measure.oom import free_cached_memory, is_oom
+from quantfake.measure.overhead import compare_overhead
+from quantfake.measure.timing import Sampler, TimingStats, timer_sampler
+from quantfake.measure.weights import component_weights_bytes, weights_bytes
+from quantfake.precisions import COMPUTE_DTYPES, dtype_from_name
+from quantfake.profiles import REAL_VAE_FACTOR, vae_factor
 
-#: Pixel -> latent downsampling: real SD/SDXL/SD3/Flux VAEs have 4 stages (factor 8); the tiny one is in tiny.py.
-REAL_VAE_FACTOR = 8
-CLIP_SEQUENCE_LENGTH = 77
-SD3_T5_SEQUENCE_LENGTH = 256  # StableDiffusion3Pipeline's default max_sequence_length
-FLUX_T5_SEQUENCE_LENGTH = 512  # FluxPipeline's default; the registry's call_kwargs override it (schnell: 256)
 DENOISE_TIMESTEP = 999.0  # first step of a schedule; the cost of a step does not depend on it
 #: Detectors without a fixed input size (R50 no-down, TrueFake R50) run at the image's own resolution;
 #: the full-size cell uses 512x512, the output size of SD1.5, the smallest generator here.
 FULL_RES_DETECTOR_SIZE = 512
 TINY_DETECTOR_SIZE = 64  # the tiny world's images are 64x64
-DETECTOR_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DETECTOR_DTYPES: tuple[str, ...] = tuple(COMPUTE_DTYPES)  # the detector compute dtypes a cell may time
 DETECTOR_BATCHES: tuple[int, ...] = (1, 64)
 
 
@@ -121,10 +117,9 @@ def detector_cells(detectors: tuple[str, ...] | list[str], dtypes: tuple[str, ..
 
 def detector_dtype(name: str) -> torch.dtype:
     """``"bf16"`` -> ``torch.bfloat16``; unknown names list the accepted ones."""
-    try:
-        return DETECTOR_DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unknown detector dtype {name!r}; accepted: {', '.join(DETECTOR_DTYPES)}") from None
+    if name not in DETECTOR_DTYPES:
+        raise ValueError(f"unknown detector dtype {name!r}; accepted: {', '.join(DETECTOR_DTYPES)}")
+    return dtype_from_name(name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,35 +128,10 @@ def detector_dtype(name: str) -> torch.dtype:
 
 def latent_size_for(profile: str, size: int) -> int:
     """Latent side for an image of ``size`` pixels: /8 for real VAEs, /TINY_VAE_FACTOR for the tiny one."""
-    factor = TINY_VAE_FACTOR if profile == "tiny" else REAL_VAE_FACTOR
+    factor = vae_factor(profile)
     if size % factor:
         raise ValueError(f"image size {size} is not a multiple of the {profile} VAE factor {factor}")
     return size // factor
-
-
-def uses_cfg(spec: GeneratorSpec, guidance: float | None = None) -> bool:
-    """Whether the pipeline runs classifier-free guidance (two denoiser rows per image).
-
-    Flux takes guidance as an embedding (dev) or not at all (schnell): never two rows.
-    """
-    guidance = spec.default_guidance if guidance is None else guidance
-    return spec.family != "flux" and guidance > 1.0
-
-
-def step_batch(spec: GeneratorSpec, images: int, guidance: float | None = None) -> int:
-    """Rows the denoiser sees per step when the pipeline makes ``images`` images."""
-    if images < 1:
-        raise ValueError(f"images must be >= 1, got {images}")
-    return images * (2 if uses_cfg(spec, guidance) else 1)
-
-
-def text_sequence_length(spec: GeneratorSpec) -> int:
-    """Tokens of the text condition: CLIP 77; SD3 concatenates CLIP 77 + T5 256; Flux uses T5 alone."""
-    if spec.family in ("sd", "sdxl"):
-        return CLIP_SEQUENCE_LENGTH
-    if spec.family == "sd3":
-        return CLIP_SEQUENCE_LENGTH + int(spec.call_kwargs.get("max_sequence_length", SD3_T5_SEQUENCE_LENGTH))
-    return int(spec.call_kwargs.get("max_sequence_length", FLUX_T5_SEQUENCE_LENGTH))
 
 
 def denoiser_inputs(generator_id: str, denoiser: nn.Module, batch: int, latent_size: int,
@@ -378,7 +348,7 @@ def measure_denoiser_step(model: nn.Module, inputs: dict[str, Any], device: Devi
 def pipeline_call_kwargs(spec: GeneratorSpec, steps: int, size: int, images: int = 1,
                          seed: int = 0) -> dict[str, Any]:
     """The txt2img call quantfake.generate makes (same prompts, per-seed generators, guidance, PIL output)."""
-    from quantfake.generate import PROMPTS
+    from quantfake.prompts import PROMPTS
 
     seeds = range(seed, seed + images)
     return dict(prompt=[PROMPTS[s % len(PROMPTS)] for s in seeds], num_inference_steps=steps,

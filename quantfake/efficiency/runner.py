@@ -32,15 +32,13 @@ from quantfake.efficiency.cells import (
     measure_generation_overhead,
     measure_pipeline_e2e,
     oom_guarded,
-    step_batch,
-    uses_cfg,
 )
-from quantfake.efficiency.devices import device_info, synchronize
-from quantfake.efficiency.oom import free_cached_memory
-from quantfake.efficiency.timing import Sampler, TimingStats
 from quantfake.errors import MemoryBudgetError, MissingWeightsError
-from quantfake.generators import get_generator
+from quantfake.generators import get_generator, step_batch, uses_cfg
 from quantfake.loading import load_pipeline, resolve_device
+from quantfake.measure.devices import device_info, synchronize
+from quantfake.measure.oom import free_cached_memory
+from quantfake.measure.timing import Sampler, TimingStats
 from quantfake.memory_placement import enforce_budget, load_within_budget, reoffload
 from quantfake.precisions import get_precision, reference_precision, unavailable_reason
 from quantfake.results import CellResult
@@ -215,7 +213,7 @@ def efficiency_result(cell_id: str, extra: dict[str, Any]) -> CellResult:
 
 
 def benchmark_sampler(benchmark: Any, device: str) -> Sampler:
-    """A :data:`~quantfake.efficiency.timing.Sampler` that is pytest-benchmark itself: ``benchmark.pedantic``
+    """A :data:`~quantfake.measure.timing.Sampler` that is pytest-benchmark itself: ``benchmark.pedantic``
     times the rounds (each synchronized, so the wall clock covers GPU work) and its own samples come back. The
     cell's fields and the benchmark JSON's stats are then the same numbers: one timer."""
     def sample(fn: Callable[[], Any], warmup: int, rounds: int) -> TimingStats:

@@ -15,7 +15,8 @@ from quantfake.report.document import Report, Section
 from quantfake.report.history import load_history
 from quantfake.report.html import write_html
 from quantfake.report.markdown import write_markdown
-from quantfake.report.record import benchmark_frame, cells_frame, load_benchmark_json, load_run_record
+from quantfake.report.record import benchmark_frame, cells_frame, load_benchmark_json
+from quantfake.results import read_run_record
 
 __all__ = ["build_report", "assemble_report", "default_out_dir"]
 
@@ -64,7 +65,7 @@ def build_report(run_record_path: str | Path, out_dir: str | Path | None = None,
     compare module: dicts with cell_id, metric, a, b, delta, p, regression.
     """
     record_path = Path(run_record_path)
-    record = load_run_record(record_path)
+    record = read_run_record(record_path)
     base_dir = record_path.parent
     bench = pd.DataFrame()
     if benchmark_json is not None:  # asked for explicitly: a missing file is an error

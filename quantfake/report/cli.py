@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from quantfake.option_specs import DEFAULT_HISTORY_DIR  # one default for bench, report and compare
 from quantfake.report.build import build_report
-from quantfake.results import DEFAULT_HISTORY_DIR  # one default for bench, report and compare
 
 __all__ = ["main", "DEFAULT_HISTORY_DIR"]
 

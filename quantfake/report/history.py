@@ -6,7 +6,6 @@ change made it worse.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from quantfake.report.record import SCHEMA_VERSION
+from quantfake.results import read_run_record
 
 __all__ = ["load_history", "trend_frame"]
 
@@ -33,14 +32,9 @@ def load_history(history_dir: str | Path) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for path in sorted(root.glob("*.json")):
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            records.append(read_run_record(path))
         except (OSError, ValueError) as error:
-            LOG.warning("skipping unreadable history file %s (%s)", path, error)
-            continue
-        if isinstance(record, dict) and record.get("schema") == SCHEMA_VERSION and "cells" in record:
-            record.setdefault("run_id", path.stem)
-            record["_path"] = str(path)
-            records.append(record)
+            LOG.warning("skipping history file %s: not a readable run record (%s)", path, error)
     records.sort(key=lambda r: (str(r.get("created", "")), str(r.get("run_id"))))
     return records
 

@@ -1,4 +1,5 @@
-"""Read a run record and pytest-benchmark JSON into flat pandas frames.
+"""Flatten a run record (read by :func:`quantfake.results.read_run_record`) and pytest-benchmark JSON into pandas
+frames.
 
 Why: every table and plot needs the same flattening of nested cell dicts; doing
 it once here keeps the renderers free of schema knowledge.
@@ -15,15 +16,12 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
-    "SCHEMA_VERSION",
     "PARAM_KEYS",
-    "load_run_record",
     "cells_frame",
     "load_benchmark_json",
     "benchmark_frame",
 ]
 
-SCHEMA_VERSION = 1
 PARAM_KEYS: tuple[str, ...] = (
     "generator", "precision", "mode", "detector", "perturbation", "detector_precision",
 )
@@ -31,21 +29,6 @@ _PAIRED_SCALARS: tuple[str, ...] = (
     "reference_precision", "delta_auc", "delta_auc_p_delong", "wilcoxon_p",
     "mcnemar_p", "ks", "ks_p", "wasserstein",
 )
-
-
-def load_run_record(path: str | Path) -> dict[str, Any]:
-    """Load and minimally validate a run record (schema 1)."""
-    path = Path(path)
-    record = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(record, dict):
-        raise ValueError(f"run record {path} holds a {type(record).__name__}; expected a JSON object")
-    schema = record.get("schema")
-    if schema != SCHEMA_VERSION:
-        raise ValueError(f"run record {path} has schema={schema!r}; accepted: [{SCHEMA_VERSION}]")
-    if not isinstance(record.get("cells"), list):
-        raise ValueError(f"run record {path} has no 'cells' list")
-    record.setdefault("run_id", path.stem)
-    return record
 
 
 def _number(value: Any) -> float:

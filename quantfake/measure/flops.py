@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from quantfake.efficiency.devices import DeviceLike, as_device
-from quantfake.efficiency.timing import time_callable
+from quantfake.measure.devices import DeviceLike, as_device
+from quantfake.measure.timing import time_callable
 
 _PEAK_CACHE: dict[tuple[str, torch.dtype, int], float] = {}
 

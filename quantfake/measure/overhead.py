@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from quantfake.efficiency.devices import DeviceLike, as_device
-from quantfake.efficiency.timing import Sampler, timer_sampler
+from quantfake.measure.devices import DeviceLike, as_device
+from quantfake.measure.timing import Sampler, timer_sampler
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from quantfake.efficiency.devices import GIB, DeviceLike, as_device
+from quantfake.measure.devices import GIB, DeviceLike, as_device
 
 
 @dataclass

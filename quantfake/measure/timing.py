@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from quantfake.efficiency.devices import DeviceLike, as_device
+from quantfake.measure.devices import DeviceLike, as_device
 
 #: ``sampler(fn, warmup, rounds)``: call ``fn`` ``warmup`` times untimed, then time ``rounds`` calls
 Sampler = Callable[[Callable[[], Any], int, int], "TimingStats"]
