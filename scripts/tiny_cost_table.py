@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tabulate import tabulate  # noqa: E402
 
-from quantfake.measure.half_speed import half_slowdown  # noqa: E402
 from quantfake.grids import half_kind  # noqa: E402
+from quantfake.measure.half_speed import half_slowdown  # noqa: E402
 
 
 def main() -> int:
