@@ -1,4 +1,4 @@
-"""``quantfake`` command line: run | report | compare | models | doctor | train | import-weights | make-random-root.
+"""``quantfake`` command line: one subcommand per job, each with its own options (:data:`COMMANDS`).
 
 ``quantfake run`` is the main job: it runs the bench cells through pytest (so the same cells, ids, options
 and baselines serve CI and people), records the run in the history and writes the report.
@@ -179,9 +179,9 @@ COMMANDS: dict[str, Command] = {
 def build_parser() -> argparse.ArgumentParser:
     """``quantfake COMMAND ARGS...``: one subparser per command; each command parses its own arguments (its
     ``-h`` included), so the subparsers take everything after the name as it is."""
-    parser = argparse.ArgumentParser(prog="quantfake", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="command",
-                                help="; ".join(f"{k}: {c.help}" for k, c in COMMANDS.items()))
+    parser = argparse.ArgumentParser(prog="quantfake", description=__doc__.split("\n\n")[1].replace("\n", " "),
+                                     epilog="`quantfake COMMAND -h` shows a command's options.")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     for name, command in COMMANDS.items():
         # no prefix characters: ``--grid ci`` or ``-h`` after the name reaches the command's own parser untouched
         sub.add_parser(name, help=command.help, add_help=False, prefix_chars="\0").add_argument(

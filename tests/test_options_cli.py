@@ -77,3 +77,14 @@ def test_cli_subcommands_pass_their_arguments_through(monkeypatch: pytest.Monkey
     assert main(["plan", "--from", "x.json", "-h", "--gpus", "2"]) == 0
     assert seen == [["--from", "x.json", "-h", "--gpus", "2"]]  # options and -h reach the command's own parser
     assert main([]) == 2  # no command: the command list, exit 2
+
+
+def test_python_dash_m_quantfake_lists_every_command():
+    """``python -m quantfake -h`` (no console script needed) names each registered command."""
+    import subprocess
+    import sys
+
+    from quantfake.cli import COMMANDS
+
+    out = subprocess.run([sys.executable, "-m", "quantfake", "-h"], capture_output=True, text=True, check=True).stdout
+    assert all(name in out for name in COMMANDS)
