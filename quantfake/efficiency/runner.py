@@ -38,6 +38,7 @@ from quantfake.generators import get_generator, step_batch, uses_cfg
 from quantfake.loading import load_pipeline, resolve_device
 from quantfake.measure.devices import device_info, synchronize
 from quantfake.measure.oom import free_cached_memory
+from quantfake.measure.residency import register_holder, release_others
 from quantfake.measure.timing import Sampler, TimingStats
 from quantfake.memory_placement import enforce_budget, load_within_budget, reoffload
 from quantfake.precisions import get_precision, reference_precision, unavailable_reason
@@ -262,6 +263,8 @@ def shared_pipeline(generator: str, precision: str, options: Any, device: str) -
            str(options.gguf_dir))
     if key not in _PIPELINE:
         release_pipeline()
+        if device.startswith("cuda"):  # the peak this cell records must not hold the session's pipelines too
+            release_others(HOLDER)
         _PIPELINE[key] = load_for_cell(generator, precision, options, device)
     return _PIPELINE[key]
 
@@ -270,6 +273,11 @@ def release_pipeline() -> None:
     """Drop the shared pipeline and its device memory (before another loads, and after an out-of-memory error)."""
     _PIPELINE.clear()
     free_cached_memory()
+
+
+#: this module's name among the pipeline holders (:mod:`quantfake.measure.residency`)
+HOLDER = "efficiency cells"
+register_holder(HOLDER, release_pipeline)
 
 
 # ------------------------------------------------------------------ generator cells
