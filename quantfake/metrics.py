@@ -94,10 +94,8 @@ def _build_registry() -> dict[str, MetricInfo]:
     # Fidelity metrics live in the same registry so they can be gated and displayed alike.
     add("psnr", "PSNR (dB)", True)
     add("ssim", "SSIM", True)
-    add("lpips", "LPIPS", False)
     add("fid", "FID", False)
     add("kid", "KID", False)
-    add("clip_score", "CLIP score", True)
     add("threshold_fixed", "Threshold [fixed]", None)
     add("threshold_calibrated", "Threshold [calibrated]", None)
     add("threshold_oracle", "Threshold [oracle]", None)

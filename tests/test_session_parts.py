@@ -103,9 +103,22 @@ def _fidelity_session(tmp_path: Path, inception: InceptionCache | None) -> Simpl
 def test_fidelity_cell_reports_fid_and_kid_as_metrics_with_a_small_sample_warning(tmp_path: Path, network: dict) -> None:
     cell = CellSpec("fidelity", "fluxs", "int8", "txt2img")
     without = fidelity_cell.measure_fidelity(_fidelity_session(tmp_path, None), cell)
-    assert "fid" not in without.metrics and without.extra["fid"].startswith("skipped: pass --inception-weights")
+    assert "fid" not in without.metrics and without.extra["fid_skipped"].startswith("pass --inception-weights")
     assert without.metrics["psnr"] > 20 and "psnr" in without.ci95
     result = fidelity_cell.measure_fidelity(_fidelity_session(tmp_path, InceptionCache("weights", "cpu")), cell)
     assert np.isfinite(result.metrics["fid"]) and result.metrics["fid"] > 0 and np.isfinite(result.metrics["kid"])
     assert "6 fakes" in result.extra["fid_warning"] and "2048" in result.extra["fid_warning"]
     assert {k: v for k, v in result.metrics.items() if k not in ("fid", "kid")} == without.metrics
+
+
+def test_the_project_gate_holds_fid_and_kid_of_fidelity_cells() -> None:
+    from quantfake.baselines import check_cell, load_config
+
+    config = load_config(Path(__file__).parents[1] / "pyproject.toml")
+    base = {"cell_id": "fluxs-int8-txt2img", "kind": "fidelity", "metrics": {"psnr": 30.0, "ssim": 0.9, "fid": 40.0,
+                                                                             "kid": 0.01}}
+    assert check_cell(base, base, config).ok
+    worse = check_cell({**base, "metrics": {**base["metrics"], "fid": 40.0 + 2 * config.tolerance("fid")}}, base, config)
+    assert not worse.ok and "fid" in worse.message
+    no_inception = {**base, "metrics": {"psnr": 30.0, "ssim": 0.9}}  # the tiny CI run: FID applies to neither side
+    assert check_cell(no_inception, no_inception, config).ok

@@ -50,7 +50,7 @@ def measure_fidelity(session: Session, cell: CellSpec) -> CellResult:
                              "sample_paths": sample_paths(quantized),
                              "per_image": {k: list(map(float, v)) for k, v in per_image.items()}}
     if session.inception is None:
-        extra["fid"] = "skipped: pass --inception-weights DIR (pt_inception-2015-12-05-6726825d.pth)"
+        extra["fid_skipped"] = "pass --inception-weights DIR (pt_inception-2015-12-05-6726825d.pth)"
     else:
         metrics.update(distribution_metrics(session, quantized))
         if len(quantized.images) < FID_MIN_IMAGES:
