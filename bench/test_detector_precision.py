@@ -3,6 +3,8 @@
 Runs only when ``--detector-precisions`` names some (e.g. ``int8,w4,w2``).
 """
 
+from quantfake.session import detection_cell as detection
 
-def test_detector_precision(detector_precision_cell, gate, qf_world):
-    gate(detector_precision_cell, qf_world.detection_cell)
+
+def test_detector_precision(detector_precision_cell, gate):
+    gate(detector_precision_cell, detection.measure_detection)

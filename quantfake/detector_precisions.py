@@ -42,9 +42,9 @@ DETECTOR_PRECISIONS: dict[str, DetectorPrecision] = {
         DetectorPrecision("bf16", "cast", 16, "weights and compute in bfloat16", "bf16"),
         DetectorPrecision("int8", "int8", 8, "static int8 convs (FX PTQ) + dynamic int8 Linear", None,
                           needs_calibration=True),
-        DetectorPrecision("w4", "fake_quant", 4, "4-bit per-channel weights (simulated), min-max or LSQ"),
-        DetectorPrecision("w3", "fake_quant", 3, "3-bit per-channel weights (simulated), min-max or LSQ"),
-        DetectorPrecision("w2", "fake_quant", 2, "2-bit per-channel weights (simulated), min-max or LSQ"),
+        DetectorPrecision("w4", "fake_quant", 4, "4-bit per-channel weights (simulated), min-max"),
+        DetectorPrecision("w3", "fake_quant", 3, "3-bit per-channel weights (simulated), min-max"),
+        DetectorPrecision("w2", "fake_quant", 2, "2-bit per-channel weights (simulated), min-max"),
         DetectorPrecision("nf4", "bnb_nf4", 4, "bitsandbytes NF4 Linear layers (convs stay fp32)",
                           requires_cuda=True),
         # last, so the covering grid keeps the detector each earlier id was paired with

@@ -1,9 +1,9 @@
 """The detector-precision axis: the fake-image *detector* itself run at fp16 / bf16 / int8 / 4-3-2 bit.
 
 Context (QMDD, IJCAI 2025): detectors quantized to 2-3 bits keep most of their accuracy when calibrated
-(learned step sizes), while naive min-max 4-bit loses more. So the low-bit ids here offer both: min-max
-per-channel fake quant from :mod:`quantfake.ptq`, optionally refined by an LSQ-style learned step size
-(``lsq_steps``) that minimises output MSE against the fp32 detector on calibration batches.
+(learned step sizes), while naive min-max 4-bit loses more. The low-bit ids here (w4 / w3 / w2) are min-max
+per-channel fake quant from :mod:`quantfake.ptq`: the naive baseline a calibrated method would be measured
+against.
 
 int8 is real int8 arithmetic on CPU: FX graph-mode static post-training quantization of the convolutions
 (observers calibrated on ``calib_batches``; FX handles residual adds without editing the model) plus
@@ -26,14 +26,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from quantfake.detector_precisions import DETECTOR_PRECISIONS, get_detector_precision
 from quantfake.errors import PrecisionUnavailable
 from quantfake.ptq import (
     FAKE_QUANT_TYPES,
     MinMaxCalibrator,
-    fake_quant_ste,
     packed_bytes,
     quantize_weights_,
 )
@@ -170,81 +168,6 @@ def _int8(module: nn.Module, calib_batches: list[Tensor]) -> tuple[nn.Module, st
 
 
 # --------------------------------------------------------------------------------------------------
-# low-bit fake quant + LSQ
-
-
-class _LSQWeight(nn.Module):
-    """Parametrization: weight -> symmetric per-channel fake quant with a learnable step.
-
-    The step is ``step0 * exp(log_ratio)`` so it stays positive and Adam's step is scale-free across layers.
-    """
-
-    def __init__(self, step0: Tensor, bits: int) -> None:
-        super().__init__()
-        self.bits = bits
-        self.register_buffer("step0", step0.detach().clone())
-        self.log_ratio = nn.Parameter(torch.zeros_like(step0))
-
-    def step(self) -> Tensor:
-        return self.step0 * self.log_ratio.exp()
-
-    def forward(self, weight: Tensor) -> Tensor:
-        return fake_quant_ste(weight, self.step(), self.bits)
-
-
-def _output_mse(model: nn.Module, batches: list[Tensor], targets: list[Tensor]) -> float:
-    with torch.no_grad():
-        return float(sum(F.mse_loss(model(b).float(), t) for b, t in zip(batches, targets, strict=True))
-                     / len(batches))
-
-
-def lsq_refine_(qmodel: nn.Module, reference: nn.Module, calib_batches: list[Tensor], steps: int,
-                lr: float = 0.02) -> dict[str, float]:
-    """Learn each fake-quant layer's per-channel step (LSQ, straight-through rounding) on ``calib_batches``.
-
-    Starts from the current steps, re-quantizes from ``reference``'s full-precision weights and minimises
-    output MSE against ``reference``. Returns calibration MSE before and after.
-    """
-    if steps <= 0:
-        raise ValueError(f"lsq steps must be > 0, got {steps!r}")
-    with torch.no_grad():
-        targets = [reference(b).float() for b in calib_batches]
-    mse_before = _output_mse(qmodel, calib_batches, targets)
-    ref_layers = dict(reference.named_modules())
-    grad_flags = {n: p.requires_grad for n, p in qmodel.named_parameters()}
-    qmodel.requires_grad_(False)
-    learners: dict[str, _LSQWeight] = {}
-    for name, layer in list(qmodel.named_modules()):
-        if not isinstance(layer, FAKE_QUANT_TYPES):
-            continue
-        layer.weight.data = ref_layers[name].weight.detach().to(layer.weight.dtype).clone()
-        learner = _LSQWeight(layer.weight_step, layer.ptq_bits)
-        parametrize.register_parametrization(layer, "weight", learner)
-        learners[name] = learner
-    optimizer = torch.optim.Adam([m.log_ratio for m in learners.values()], lr=lr)
-    was_training = qmodel.training
-    qmodel.eval()  # keep BatchNorm statistics frozen
-    for i in range(steps):
-        k = i % len(calib_batches)
-        optimizer.zero_grad()
-        loss = F.mse_loss(qmodel(calib_batches[k]).float(), targets[k])
-        loss.backward()
-        optimizer.step()
-    layers = dict(qmodel.named_modules())
-    for name, learner in learners.items():
-        layer = layers[name]
-        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
-        layer.weight_step.copy_(learner.step().detach())
-        layer.weight.requires_grad_(False)
-        layer.quantfake_ptq = {**layer.quantfake_ptq, "calibrator": "lsq"}
-    for n, p in qmodel.named_parameters():
-        p.requires_grad_(grad_flags.get(n, False))
-    qmodel.train(was_training)
-    return {"steps": steps, "calib_mse_before": mse_before,
-            "calib_mse_after": _output_mse(qmodel, calib_batches, targets)}
-
-
-# --------------------------------------------------------------------------------------------------
 # nf4 (CUDA)
 
 
@@ -271,11 +194,10 @@ def _nf4_linears_(module: nn.Module) -> int:
 
 
 def quantize_detector(module: nn.Module, precision: str, calib_batches: list[Tensor] | None = None,
-                      lsq_steps: int = 0, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+                      device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """A quantized copy of the detector ``module`` at ``precision`` and a report of what changed.
 
-    ``calib_batches``: inputs as the detector sees them (after its preprocessing); required for int8 and
-    for LSQ. ``lsq_steps`` > 0 refines the w4/w3/w2 min-max steps by LSQ.
+    ``calib_batches``: inputs as the detector sees them (after its preprocessing); required for int8.
     """
     spec = get_detector_precision(precision)
     if spec.requires_cuda and not torch.cuda.is_available():
@@ -286,13 +208,9 @@ def quantize_detector(module: nn.Module, precision: str, calib_batches: list[Ten
         raise PrecisionUnavailable(
             f"detector precision {precision!r} runs torch.ao's quantized int8 kernels (fbgemm), which exist on CPU "
             f"only; on {device} use {[p for p, s in DETECTOR_PRECISIONS.items() if s.kind != 'int8']}, or --device cpu")
-    if lsq_steps and spec.kind != "fake_quant":
-        raise ValueError(f"lsq_steps applies to {[p for p, s in DETECTOR_PRECISIONS.items() if s.kind == 'fake_quant']}"
-                         f" only, not {precision!r}")
-    reference = module
     qmodel = copy.deepcopy(module).eval()
     report: dict[str, Any] = {"precision": precision, "kind": spec.kind, "weight_bits": spec.weight_bits,
-                              "bytes_before": model_bytes(reference), "classes_before": module_classes(reference)}
+                              "bytes_before": model_bytes(module), "classes_before": module_classes(module)}
     if spec.kind == "cast":
         qmodel = CastDetector(qmodel, spec.torch_dtype)
     elif spec.kind == "autocast":
@@ -304,9 +222,6 @@ def quantize_detector(module: nn.Module, precision: str, calib_batches: list[Ten
         ptq = quantize_weights_(qmodel, spec.weight_bits, MinMaxCalibrator(symmetric=True))
         report["ptq"] = ptq.as_dict()
         report["calibrator"] = "minmax"
-        if lsq_steps:
-            report["lsq"] = lsq_refine_(qmodel, reference, _require_batches(precision, calib_batches), lsq_steps)
-            report["calibrator"] = "lsq"
     elif spec.kind == "bnb_nf4":
         qmodel = qmodel.to("cuda")
         report["nf4_linears"] = _nf4_linears_(qmodel)
@@ -316,6 +231,6 @@ def quantize_detector(module: nn.Module, precision: str, calib_batches: list[Ten
     return qmodel, report
 
 
-def uses_calibration(precision: str, lsq_steps: int = 0) -> bool:
+def uses_calibration(precision: str) -> bool:
     """Whether :func:`quantize_detector` at ``precision`` reads its calibration batches (they then key its scores)."""
-    return get_detector_precision(precision).kind == "int8" or bool(lsq_steps)
+    return get_detector_precision(precision).kind == "int8"

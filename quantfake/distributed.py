@@ -4,7 +4,7 @@ Generation dominates a bench run, so it is done up front and spread over GPUs: u
 (or ``torchrun``) each process takes a share of the (generator, precision) jobs, packed heaviest first by their
 estimated cost (:mod:`quantfake.packing`) and claimed by whichever process is free first (:func:`claim`), so
 each pipeline is loaded once, on that process's own GPU; a job heavier than a fair share is split by image
-chunks over several GPUs, so no single job bounds the wall time. The jobs go through the same :class:`~quantfake.world.World` and the same
+chunks over several GPUs, so no single job bounds the wall time. The jobs go through the same :class:`~quantfake.session.engine.Session` and the same
 :func:`~quantfake.options.build_options` as the bench, and store keys hold the device *type* (not
 ``cuda:1``), so a later ``pytest bench`` on the same store reuses every image and generates nothing.
 """
@@ -64,11 +64,11 @@ class TaskOutcome:
 def plan_jobs(o: BenchOptions, train_fakes: bool = True) -> list[Job]:
     """generator x precision jobs with their modes; in the tiny profile also the detectors' training fakes.
 
-    Training fakes are fp32 of *every* generator (as :meth:`World.training_set` asks for them), so they merge
+    Training fakes are fp32 of *every* generator (as :meth:`DetectorSource.training_set` asks for them), so they merge
     into the fp32 job of a selected generator and add fp32 jobs for the others.
     """
     from quantfake.generators import GENERATORS
-    from quantfake.world import TRAIN_MODES
+    from quantfake.session.reals import TRAIN_MODES
 
     jobs: dict[tuple[str, str], Job] = {}
     for g in o.generators:
@@ -150,19 +150,19 @@ def process_device(requested: str | None, num_processes: int, state_device: str)
 
 def run_jobs(o: BenchOptions, work: Iterable[tuple[Job, tuple[int, int]]], *, rank: int = 0,
              progress: bool = True) -> list[TaskOutcome]:
-    """Run (job, shard) pairs in this process through one :class:`World` (one pipeline held at a time);
+    """Run (job, shard) pairs in this process through one :class:`Session` (one pipeline held at a time);
     ``shard`` is the (index, count) share of the job's image chunks, ``(0, 1)`` for all of them."""
     from tqdm.auto import tqdm
 
-    from quantfake.world import World
+    from quantfake.session.engine import Session
 
-    world = World(o, max_pipelines=1)
+    session = Session.open(o, max_pipelines=1)
     outcomes: list[TaskOutcome] = []
     bar = tqdm(desc=f"generate [rank {rank}]", unit="set", position=rank, disable=not progress)
     for job, shard in work:
         for i, (mode, role) in enumerate(job.tasks):
             try:
-                res = world.fakes(job.generator, job.precision, mode, role, shard=shard)
+                res = session.fakes.images(job.generator, job.precision, mode, role, shard=shard)
             except (PrecisionUnavailable, MissingWeightsError, MemoryBudgetError) as exc:
                 status = ("unavailable" if isinstance(exc, PrecisionUnavailable) else
                           "missing" if isinstance(exc, MissingWeightsError) else "refused")
@@ -170,12 +170,12 @@ def run_jobs(o: BenchOptions, work: Iterable[tuple[Job, tuple[int, int]]], *, ra
                              for m, r in job.tasks[i:]]
                 bar.update(len(job.tasks) - i)
                 break  # the pipeline of this job cannot load: its other tasks fail the same way
-            made = world.generation.get(res.key, {})
+            made = session.fakes.generation.get(res.key, {})
             outcomes.append(TaskOutcome(job.id, mode, role, res.generated, res.reused, res.seconds, res.key,
                                         recipe=f"{made.get('used')}: {made.get('check')}" if made else ""))
             bar.update(1)
     bar.close()
-    for notice in world.take_notices():  # corrupt store entries regenerated, real images excluded
+    for notice in session.take_notices():  # corrupt store entries regenerated, real images excluded
         print(f"[rank {rank}] notice: {notice['message']}", flush=True)
     return outcomes
 

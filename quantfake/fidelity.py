@@ -5,7 +5,8 @@ absolute difference of the decoded images and relative L2 / cosine of the final 
 quantization moved it.
 
 Distribution metrics: FID and KID from feature sets (closed form here, so they are testable on synthetic
-features), Inception features from torch-fidelity's TF-ported InceptionV3, CLIP score from a local CLIP folder.
+features), Inception features from torch-fidelity's TF-ported InceptionV3 (the fidelity cell loads it once per
+session: :mod:`quantfake.session.inception`).
 
 Why torch-fidelity, loaded oddly: torchmetrics' FID, pytorch-fid and clean-fid all need torchvision (which
 cannot be installed beside this torch), and ``import torch_fidelity`` does too, but only because its package
@@ -139,7 +140,9 @@ def frechet_distance(mu1: NDArray, sigma1: NDArray, mu2: NDArray, sigma2: NDArra
     """‖μ1-μ2‖² + Tr(Σ1 + Σ2 - 2(Σ1Σ2)^½), with the usual guards.
 
     Guards: a singular product (too few samples for d) gets ``eps`` added to both diagonals; a numerically
-    complex square root with a negligible imaginary part is taken as real, a large one raises.
+    complex square root with an imaginary part negligible next to its real diagonal (1e-3 relative: covariances
+    of few samples are rank-deficient, their square root ill-conditioned at any scale) is taken as real, a large
+    one raises.
     """
     diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
     s1, s2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
@@ -148,7 +151,8 @@ def frechet_distance(mu1: NDArray, sigma1: NDArray, mu2: NDArray, sigma2: NDArra
         offset = np.eye(s1.shape[0]) * eps
         covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
     if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+        scale = max(1.0, float(np.abs(np.diagonal(covmean).real).max()))
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3 * scale):
             raise ValueError(f"sqrtm has imaginary component {np.max(np.abs(covmean.imag)):.3g}; covariances broken")
         covmean = covmean.real
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
@@ -259,62 +263,3 @@ class InceptionFeatures:
             (out,) = self.extractor(x)
             feats.append(out.double().cpu().numpy())
         return np.concatenate(feats)
-
-
-def fid(ref_images: Sequence[ImageLike], test_images: Sequence[ImageLike], features: InceptionFeatures) -> float:
-    """FID between two image sets through ``features``."""
-    return fid_from_features(features(ref_images), features(test_images))
-
-
-# --------------------------------------------------------------------------------------------------
-# CLIP score
-
-CLIP_REQUIRED = (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("preprocessor_config.json",),
-                 ("tokenizer.json", "vocab.json"))
-
-
-def check_clip_dir(model_dir: str | Path) -> Path:
-    """Raise MissingWeightsError naming every expected file when a CLIP folder is incomplete."""
-    root = Path(model_dir)
-    missing = [root / alternatives[0] if len(alternatives) == 1 else root / " or ".join(alternatives)
-               for alternatives in CLIP_REQUIRED if not any((root / a).is_file() for a in alternatives)]
-    if missing:
-        expected = [root / a for alternatives in CLIP_REQUIRED for a in alternatives]
-        raise MissingWeightsError(f"CLIP model in {root}", expected,
-                                  hint="missing: " + ", ".join(str(m) for m in missing))
-    return root
-
-
-@torch.no_grad()
-def clip_score(images: Sequence[ImageLike], prompts: Sequence[str], model_dir: str | Path,
-               device: str | torch.device = "cpu", batch_size: int = 16) -> NDArray[np.float64]:
-    """Per-image CLIP score ``100 * max(cos(image, prompt), 0)`` (the torchmetrics convention)."""
-    if len(images) != len(prompts):
-        raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-    root = check_clip_dir(model_dir)
-    from transformers import CLIPModel, CLIPProcessor
-
-    model = CLIPModel.from_pretrained(root, local_files_only=True).to(device).eval()
-    processor = CLIPProcessor.from_pretrained(root, local_files_only=True)
-    scores = []
-    for i in range(0, len(images), batch_size):
-        pil = [Image.fromarray(as_uint8_hwc(im)[:, :, :3]) for im in images[i:i + batch_size]]
-        inputs = processor(text=list(prompts[i:i + batch_size]), images=pil, return_tensors="pt",
-                           padding=True, truncation=True).to(device)
-        img = model.get_image_features(pixel_values=inputs["pixel_values"])
-        txt = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        img, txt = _embeds(img), _embeds(txt)
-        cos = torch.nn.functional.cosine_similarity(img.float(), txt.float(), dim=-1)
-        scores.append((100 * cos.clamp_min(0)).double().cpu().numpy())
-    return np.concatenate(scores)
-
-
-def _embeds(out: Any) -> torch.Tensor:
-    """transformers 5 may return a model output instead of a tensor from get_*_features."""
-    if isinstance(out, torch.Tensor):
-        return out
-    for name in ("image_embeds", "text_embeds", "pooler_output"):
-        value = getattr(out, name, None)
-        if isinstance(value, torch.Tensor):
-            return value
-    raise TypeError(f"unexpected CLIP feature output {type(out).__name__}")

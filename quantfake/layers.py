@@ -33,13 +33,13 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("models", ("quantfake.detectors", "quantfake.backends", "quantfake.precision_apply", "quantfake.ptq",
                 "quantfake.detector_quant", "quantfake.tiny", "quantfake.fullsize", "quantfake.loading",
                 "quantfake.generate", "quantfake.memory_fit", "quantfake.memory_placement", "quantfake.recipes",
-                "quantfake.realdata", "quantfake.real_pools", "quantfake.fidelity")),
+                "quantfake.realdata", "quantfake.fidelity")),
     ("numbers", ("quantfake.metrics", "quantfake.stats", "quantfake.results", "quantfake.baselines",
                  "quantfake.compare", "quantfake.compare_efficiency", "quantfake.efficiency_gates")),
     # the session engine: the parts that run cells (add new session modules here)
-    ("session", ("quantfake.world", "quantfake.cells", "quantfake.outcomes", "quantfake.efficiency",
+    ("session", ("quantfake.session", "quantfake.cells", "quantfake.outcomes", "quantfake.efficiency",
                  "quantfake.scheduling", "quantfake.grid_estimate", "quantfake.plan", "quantfake.distributed")),
-    ("faces", ("quantfake.cli", "quantfake.report", "quantfake.session", "quantfake.__main__")),
+    ("faces", ("quantfake.cli", "quantfake.report", "quantfake.session.finish", "quantfake.__main__")),
 )
 
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+if TYPE_CHECKING:
+    from quantfake.realdata import RealSet
 
 __all__ = [
     "Perturbation",
@@ -28,6 +31,7 @@ __all__ = [
     "jpeg_reencode",
     "estimate_jpeg_quality",
     "image_meta",
+    "real_set_meta",
     "format_confound",
     "match_format",
 ]
@@ -141,6 +145,18 @@ def image_meta(img: Image.Image) -> dict[str, Any]:
         "mode": img.mode,
         "jpeg_quality": estimate_jpeg_quality(img) if fmt == "JPEG" else None,
     }
+
+
+def real_set_meta(reals: RealSet, limit: int) -> list[dict[str, Any]]:
+    """:func:`image_meta` of the first ``limit`` images of a real set, with the source file's format and JPEG history from its manifest (a patch cut from a JPEG decodes as PNG)."""
+    metas = []
+    for row, img in list(zip(reals.manifest, reals.images, strict=True))[:limit]:
+        meta = image_meta(img)
+        meta["format"] = row.get("format") or ("PNG" if img.format is None else meta["format"])
+        if row.get("is_jpeg") and meta["jpeg_quality"] is None:
+            meta["jpeg_quality"] = "cut from a JPEG source"
+        metas.append(meta)
+    return metas
 
 
 def _summarise(meta: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, set]:

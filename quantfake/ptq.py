@@ -11,8 +11,6 @@ Pieces:
   each layer's or block's output), so they cannot satisfy ``scale(weight, bits)``. They would be a second
   protocol, ``LayerCalibrator.quantize(layer, inputs) -> (step, codes)``, fed by forward hooks that record a
   few denoiser inputs per layer, and :func:`quantize_weights_` would accept ``calib_inputs`` to drive it.
-  :func:`fake_quant_ste` (straight-through rounding) is the differentiable primitive such methods, and
-  LSQ in :mod:`quantfake.detector_quant`, build on.
 * :func:`quantize_weights_` swaps layers for :class:`FakeQuantLinear` / :class:`FakeQuantConv2d` (so module
   classes visibly change), tags each with ``quantfake_ptq`` and returns a :class:`PTQReport`.
 * :func:`verify_ptq` re-derives from the weights themselves what was quantized.
@@ -84,19 +82,6 @@ def fake_quant(weight: Tensor, step: Tensor, bits: int, symmetric: bool = True) 
     return ((codes - zp) * s).reshape(weight.shape)
 
 
-def round_ste(x: Tensor) -> Tensor:
-    """Round forward, identity backward (straight-through estimator)."""
-    return (torch.round(x) - x).detach() + x
-
-
-def fake_quant_ste(weight: Tensor, step: Tensor, bits: int) -> Tensor:
-    """Symmetric per-channel fake quant, differentiable in ``step`` (LSQ gradient) and ``weight`` (STE)."""
-    lo, hi = code_range(bits, True)
-    shape = (-1,) + (1,) * (weight.dim() - 1)
-    s = step.reshape(shape)
-    return torch.clamp(round_ste(weight / s), lo, hi) * s
-
-
 def channel_mse(weight: Tensor, dequant: Tensor) -> Tensor:
     """Per-output-channel mean squared reconstruction error."""
     return (_per_channel(weight) - _per_channel(dequant)).pow(2).mean(dim=1)
@@ -164,16 +149,6 @@ class MSECalibrator:
             best_step = torch.where(better, step, best_step)
             best_err = torch.where(better, err, best_err)
         return best_step
-
-
-CALIBRATORS: dict[str, type] = {"minmax": MinMaxCalibrator, "mse": MSECalibrator}
-
-
-def get_calibrator(name: str, symmetric: bool = True) -> Calibrator:
-    """Calibrator by name; accepted names are the keys of :data:`CALIBRATORS`."""
-    if name not in CALIBRATORS:
-        raise ValueError(f"unknown calibrator {name!r}; accepted: {sorted(CALIBRATORS)}")
-    return CALIBRATORS[name](symmetric=symmetric)
 
 
 # --------------------------------------------------------------------------------------------------

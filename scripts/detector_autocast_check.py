@@ -37,26 +37,26 @@ PROFILES = ("random", "tiny")
 
 
 def _detectors(profile: str, ids: list[str], device: str, store: Path | None) -> Any:
-    """(id, fp32 detector, images) per detector; the tiny ones are trained (or read from the store) by the World."""
+    """(id, fp32 detector, images) per detector; the tiny ones are trained (or read from the store) by the session."""
     if profile == "random":
         for det_id in ids:
             yield det_id, load_detector(det_id, "random", device=device)
         return
-    from quantfake.world import World
+    from quantfake.session.engine import Session
 
-    world = World(build_options({"profile": "tiny", "device": device, "store": str(store) if store else "",
-                                 "detectors": ",".join(ids)}))
+    session = Session.open(build_options({"profile": "tiny", "device": device, "store": str(store) if store else "",
+                                          "detectors": ",".join(ids)}))
     for det_id in ids:
-        yield det_id, world.detector(det_id)
+        yield det_id, session.detectors.fp32(det_id)
 
 
 def _images(profile: str, n: int, size: int, device: str, store: Path | None) -> list:
     if profile == "random":
         return list(tiny_real_set(size=size, n=n, seed=0).images)
-    from quantfake.world import World
+    from quantfake.session.engine import Session
 
-    world = World(build_options({"profile": "tiny", "device": device, "store": str(store) if store else ""}))
-    reals = list(world.real_pools()["evaluation"].images)
+    session = Session.open(build_options({"profile": "tiny", "device": device, "store": str(store) if store else ""}))
+    reals = list(session.reals.pool("evaluation").images)
     return (reals * (n // len(reals) + 1))[:n]
 
 

@@ -21,8 +21,8 @@ from quantfake.generators import GENERATORS
 from quantfake.options import build_options
 from quantfake.precisions import PRECISIONS
 from quantfake.realdata import RealSet
-from quantfake.store import png_bytes, sha256_bytes
-from quantfake.world import World
+from quantfake.session.detectors import DetectorSource
+from quantfake.store import Store, png_bytes, sha256_bytes
 
 
 def _loaded(precision: str) -> SimpleNamespace:
@@ -74,23 +74,27 @@ class _StoredFake:
         return self.image
 
 
-def _world_calibration(tmp_path: Path, generators: str, base: LoadedDetector) -> str | None:
-    """The calibration hash the World gives an int8 detector when ``generators`` lists the run's generators."""
-    world = World(build_options({"generators": generators, "store": str(tmp_path)}))
+def _session_calibration(tmp_path: Path, generators: str, base: LoadedDetector) -> str | None:
+    """The calibration hash the detector source gives an int8 detector when ``generators`` lists the run's
+    generators (the source built alone: stand-ins for the real images and the fake source)."""
     reals = [Image.fromarray(np.full((64, 64, 3), v, dtype=np.uint8)) for v in (10, 20)]
     calibration = RealSet(reals, ["r1", "r2"], [{}, {}])
     first = {"fluxs": 1, "sd3": 2}  # the first generator's train fakes calibrate the detector
-    world.detector = lambda detector_id, representation="rgb": base
-    world.real_pools = lambda: {"calibration": calibration}
-    world.fakes = lambda g, p, m, role="eval", shard=(0, 1): SimpleNamespace(images=[_StoredFake(first[g]), _StoredFake(5)])
-    det, _report = world.quantized_detector("npr", "int8")
+    real_images = SimpleNamespace(pool=lambda name: calibration)
+    fakes = SimpleNamespace(images=lambda g, p, m, role="eval": SimpleNamespace(images=[_StoredFake(first[g]),
+                                                                                        _StoredFake(5)]))
+    source = DetectorSource(build_options({"generators": generators, "store": str(tmp_path)}), Store(tmp_path), "cpu",
+                            real_images, fakes)
+    source.fp32 = lambda detector_id, representation="rgb": base
+    det = source.at("npr", "int8")
+    assert source.quantization[("npr", "rgb", "int8")]["precision"] == "int8"
     return cache_precision(det)
 
 
-def test_the_world_keys_int8_scores_by_the_run_s_calibration_set(tmp_path: Path) -> None:
+def test_the_session_keys_int8_scores_by_the_run_s_calibration_set(tmp_path: Path) -> None:
     base = _npr()
-    one = _world_calibration(tmp_path, "fluxs,sd3", base)
-    other = _world_calibration(tmp_path, "sd3,fluxs", base)
+    one = _session_calibration(tmp_path, "fluxs,sd3", base)
+    other = _session_calibration(tmp_path, "sd3,fluxs", base)
     assert one != other and one.startswith("int8+calib:")
 
 

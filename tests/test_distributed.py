@@ -18,8 +18,9 @@ from quantfake.generate import GenerationRequest, generate
 from quantfake.generators import GENERATORS
 from quantfake.loading import load_pipeline
 from quantfake.options import build_options
+from quantfake.session.engine import Session
+from quantfake.session.reals import TRAIN_MODES
 from quantfake.store import Store, sha256_bytes
-from quantfake.world import TRAIN_MODES, World
 
 SLICE = ["--generators", "sd3", "--precisions", "fp32,bf16", "--modes", "txt2img", "--n-images", "4",
          "--no-train-fakes", "--no-progress"]
@@ -117,11 +118,11 @@ def test_rerun_generates_nothing_and_the_bench_reuses_the_store(capsys: pytest.C
     assert _totals(out) == (0, 8, 0)
     assert _files(tmp_path) == before, "a rerun must not rewrite any file"
 
-    # the bench builds its World from the same options with no --device: same keys, nothing generated
-    bench = World(build_options({"generators": "sd3", "precisions": "fp32,bf16", "modes": "txt2img",
-                                 "n_images": "4", "store": str(tmp_path)}))
+    # the bench opens its session from the same options with no --device: same keys, nothing generated
+    bench = Session.open(build_options({"generators": "sd3", "precisions": "fp32,bf16", "modes": "txt2img",
+                                        "n_images": "4", "store": str(tmp_path)}))
     for precision in ("fp32", "bf16"):
-        res = bench.fakes("sd3", precision, "txt2img")
+        res = bench.fakes.images("sd3", precision, "txt2img")
         assert (res.generated, res.reused) == (0, 4)
 
 

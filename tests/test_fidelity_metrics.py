@@ -14,7 +14,6 @@ from quantfake.errors import MissingWeightsError
 from quantfake.fidelity import (
     INCEPTION_WEIGHT_FILES,
     InceptionFeatures,
-    clip_score,
     fid_from_features,
     frechet_distance,
     kid_from_features,
@@ -125,13 +124,3 @@ def test_inception_loads_local_file_and_extracts(tmp_path, monkeypatch):
     out = feats([_img(0, 40), _img(1, 40)])
     assert out.shape == (2, 2048) and np.isfinite(out).all()
     assert not np.allclose(out[0], out[1])
-
-
-def test_clip_score_missing_weights(tmp_path):
-    (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(MissingWeightsError) as info:
-        clip_score([_img(0)], ["a cat"], tmp_path)
-    msg = str(info.value)
-    assert "model.safetensors" in msg and "preprocessor_config.json" in msg and "tokenizer.json" in msg
-    with pytest.raises(ValueError, match="prompts"):
-        clip_score([_img(0)], [], tmp_path)

@@ -8,7 +8,7 @@ import pytest
 
 from quantfake.options import build_options
 from quantfake.prompts import PROMPTS, prompts_sha256, read_prompts
-from quantfake.world import World
+from quantfake.session.engine import Session
 
 
 def test_prompts_file_reaches_the_generation_request(tmp_path: Path) -> None:
@@ -16,9 +16,9 @@ def test_prompts_file_reaches_the_generation_request(tmp_path: Path) -> None:
     f.write_text("# the study's prompt\nA futuristic cyberpunk city with neon lights\n\n  a red fox  \n")
     o = build_options({"prompts": str(f), "generators": "sd3", "store": str(tmp_path / "store")})
     assert o.prompts == ("A futuristic cyberpunk city with neon lights", "a red fox")
-    req = World(o).request("sd3", "txt2img")
+    req = Session.open(o).fakes.request("sd3", "txt2img")
     assert req.prompts == o.prompts and req.prompt_for(1) == "a red fox"
-    assert World(build_options({"generators": "sd3"})).request("sd3", "txt2img").prompts == PROMPTS
+    assert Session.open(build_options({"generators": "sd3"})).fakes.request("sd3", "txt2img").prompts == PROMPTS
     assert prompts_sha256(o.prompts) != prompts_sha256(None) == prompts_sha256(PROMPTS)
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from quantfake.options import build_options
 from quantfake.realdata import load_real_dir, tiny_real_set
-from quantfake.world import World
+from quantfake.session.reals import RealImages
 
 
 def _photo(i: int, size: int = 96) -> Image.Image:
@@ -54,11 +54,11 @@ def test_tiny_images_are_excluded_with_the_reason(tmp_path: Path) -> None:
     assert path.endswith("dot.png") and "too small: 1x1 px" in reason and ">= 32 px" in reason
 
 
-def _pools(tmp_path: Path, real_dir: Path, **raw: str) -> World:
-    world = World(build_options({"generators": "fluxs", "store": str(tmp_path / "store"), "real_dir": str(real_dir),
-                                 "n_real": "8", "n_calibration": "8", **raw}))
-    world.real_pools()
-    return world
+def _pools(tmp_path: Path, real_dir: Path, **raw: str) -> RealImages:
+    reals = RealImages(build_options({"generators": "fluxs", "store": str(tmp_path / "store"), "real_dir": str(real_dir),
+                                      "n_real": "8", "n_calibration": "8", **raw}), notices=[])
+    reals.pools()
+    return reals
 
 
 def test_duplicates_never_cross_pools(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_duplicates_never_cross_pools(tmp_path: Path) -> None:
     for i in range(40):  # every photograph twice, under two names
         _photo(i).save(folder / f"a{i:02d}.png")
         _photo(i).save(folder / f"b{i:02d}.png")
-    pools = _pools(tmp_path, folder).real_pools()
+    pools = _pools(tmp_path, folder).pools()
     for a, b in itertools.combinations(pools, 2):
         assert not set(pools[a].ids) & set(pools[b].ids), f"an image is in both {a} and {b}"
     assert len(pools["evaluation"]) == len(pools["calibration"]) == 8
@@ -81,18 +81,17 @@ def test_exclusions_and_short_pools_are_noticed_and_too_few_fail(tmp_path: Path)
     (folder / "broken.png").write_bytes((folder / "p00.png").read_bytes()[:200])
     with pytest.raises(ValueError, match=r"calibration 0 of 8 \(--n-calibration; floor 4\)"):  # InsufficientRealImages
         _pools(tmp_path, folder, n_real="56")
-    world = _pools(tmp_path, folder, n_real="16")  # 48 usable: evaluation 16, calibration 8, init 16, train 8 of 192
-    kinds = {n["kind"]: n for n in world.take_notices()}
+    reals = _pools(tmp_path, folder, n_real="16")  # 48 usable: evaluation 16, calibration 8, init 16, train 8 of 192
+    kinds = {n["kind"]: n for n in reals.notices}
     assert "broken.png" in kinds["real_images_excluded"]["message"]
     assert kinds["real_pools_short"]["pools"] == {"train": {"used": 8, "asked": 192}}
-    assert world.real_shortfall and "train 8 of 192" in world.real_shortfall
+    assert reals.shortfall and "train 8 of 192" in reals.shortfall
 
 
 def test_tiny_pools_are_the_permutation_they_always_were(tmp_path: Path) -> None:
     """Pools split by identity give the shipped tiny world the same pools as before (baselines unchanged; a guard
     that passes before and after the change)."""
-    world = World(build_options({"generators": "fluxs", "store": str(tmp_path)}))
-    pools = world.real_pools()
+    pools = RealImages(build_options({"generators": "fluxs", "store": str(tmp_path)}), notices=[]).pools()
     sizes = {"evaluation": 64, "calibration": 32, "init": 16, "train": 12 * 8 * 2}
     full = tiny_real_set(64, sum(sizes.values()), seed=0)
     order, start = np.random.default_rng(0).permutation(len(full)), 0

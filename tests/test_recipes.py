@@ -45,7 +45,7 @@ def _req(batch_size: int, compile: bool = False, n_images: int = 8) -> Generatio
 
 def _planned(loaded: LoadedPipeline, req: GenerationRequest, store: Store,
              recipes: SessionRecipes | None = None) -> tuple[GenerationResult, dict]:
-    """What World.fakes does: plan the recipe, generate with it, summarise."""
+    """What FakeSource.images does: plan the recipe, generate with it, summarise."""
     recipes = recipes or SessionRecipes(store)
     plan = recipes.plan(loaded, req, None)
     res = generate(loaded, plan.request, store, ready=plan.ready, recipe=plan.manifest, progress=False)
@@ -183,16 +183,16 @@ def test_a_complete_eager_set_is_reused_for_any_recipe_unchecked(fluxs: LoadedPi
 def test_a_reloaded_pipeline_compiles_again_and_pays_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One pipeline at a time (as on a GPU): evicting a compiled one resets dynamo; its reload is timed again."""
     from quantfake.options import build_options
-    from quantfake.world import World
+    from quantfake.session.engine import Session
 
     monkeypatch.setattr(torch, "compile", compile_with("passthrough"))
-    world = World(build_options({"generators": "fluxs", "precisions": "fp32,w8", "n_images": "2", "n_real": "2",
-                                 "n_calibration": "2", "steps": "2", "batch_size": "1", "compile": True,
-                                 "store": str(tmp_path)}), max_pipelines=1)
-    first = world.generation[world.fakes("fluxs", "fp32", "txt2img").key]
-    world.fakes("fluxs", "w8", "txt2img")  # evicts fp32
-    again = world.generation[world.fakes("fluxs", "fp32", "img2img").key]
-    assert len(world.recipes.checks) == 2, "one check per generator x precision, not per load"
+    fakes = Session.open(build_options({"generators": "fluxs", "precisions": "fp32,w8", "n_images": "2",
+                                        "n_real": "2", "n_calibration": "2", "steps": "2", "batch_size": "1",
+                                        "compile": True, "store": str(tmp_path)}), max_pipelines=1).fakes
+    first = fakes.generation[fakes.images("fluxs", "fp32", "txt2img").key]
+    fakes.images("fluxs", "w8", "txt2img")  # evicts fp32
+    again = fakes.generation[fakes.images("fluxs", "fp32", "img2img").key]
+    assert len(fakes.recipes.checks) == 2, "one check per generator x precision, not per load"
     assert first["used"] == again["used"] == "batch 1 + compile" and again["check"] == first["check"]
     assert first["compile_s"] is not None and again["compile_s"] is not None
     assert again["recipe_overhead_s"] > 0 and again["s_per_image_amortised"] > again["s_per_image"]

@@ -39,3 +39,27 @@ def test_release_others_skips_the_caller_and_a_new_registration_replaces_the_old
     finally:
         residency._RELEASERS.clear()
         residency._RELEASERS.update(saved)
+
+
+def test_the_session_fake_source_and_the_efficiency_runner_never_hold_pipelines_at_once(
+        tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """On a GPU, loading in one holder releases the other: the session's detection pipeline goes before an
+    efficiency cell loads, and the efficiency pipeline goes before the session loads again."""
+    from quantfake.options import build_options
+    from quantfake.session.fakes import FakeSource
+    from quantfake.session.reals import RealImages
+    from quantfake.store import Store
+
+    monkeypatch.setattr(residency, "_RELEASERS", dict(residency._RELEASERS))
+    monkeypatch.setattr(runner, "_PIPELINE", {})
+    monkeypatch.setattr(runner, "load_for_cell", lambda g, p, o, d: ("efficiency", g, p))
+    monkeypatch.setattr("quantfake.measure.oom.free_cached_memory", lambda: None)
+    monkeypatch.setattr(FakeSource, "_load", lambda self, g, p: types.SimpleNamespace(has_compiled=False, key=(g, p)))
+    o = build_options({"generators": "sd3", "store": str(tmp_path)})
+    fakes = FakeSource(o, Store(o.store), "cuda:0", RealImages(o, notices=[]), notices=[])
+
+    fakes.pipeline("sd3", "bf16")
+    runner.shared_pipeline("sd3", "bf16", o, "cuda:0")
+    assert not fakes._pipelines and runner._PIPELINE  # the session let go before the efficiency cell loaded
+    fakes.pipeline("sd3", "nf4")
+    assert not runner._PIPELINE and list(fakes._pipelines) == [("sd3", "nf4")]

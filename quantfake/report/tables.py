@@ -36,7 +36,7 @@ __all__ = [
 
 MISSING = "–"
 DETECTION_METRICS: tuple[str, ...] = ("auc", "ap", "acc_calibrated", "acc_fixed", "acc_oracle")
-FIDELITY_METRICS: tuple[str, ...] = ("psnr", "ssim", "mad", "latent_rel_l2", "fid")
+FIDELITY_METRICS: tuple[str, ...] = ("psnr", "ssim", "mad", "latent_rel_l2", "fid", "kid")
 
 
 def fmt(value: Any, digits: int = 3) -> str:

@@ -1,5 +1,5 @@
-"""Test plugin: every cell raises. ``$QF_TEST_BREAK=compute``: the cell's computation raises; ``setup``: the session
-World cannot be built, so every cell errors in fixture setup, before its gate runs."""
+"""Test plugin: every cell raises. ``$QF_TEST_BREAK=compute``: the cell's computation raises; ``setup``: the bench
+session cannot be built, so every cell errors in fixture setup, before its gate runs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import os
 
 
 def pytest_configure(config) -> None:
-    from quantfake.world import World
+    from quantfake.session import detection_cell
+    from quantfake.session.engine import Session
 
     where = os.environ["QF_TEST_BREAK"]
 
@@ -15,6 +16,6 @@ def pytest_configure(config) -> None:
         raise RuntimeError(f"injected by tests/plugins/broken_cells.py ({where})")
 
     if where == "setup":
-        World.__init__ = broken
+        Session.open = broken
     else:
-        World.detection_cell = broken
+        detection_cell.measure_detection = broken

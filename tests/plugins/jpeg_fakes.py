@@ -16,7 +16,7 @@ def pytest_configure(config) -> None:
     from quantfake.generate import GeneratedImage
     from quantfake.integrity import read_verified_image
     from quantfake.perturbations import jpeg_reencode
-    from quantfake.world import World
+    from quantfake.session.fakes import FakeSource
 
     target = os.environ["QF_TEST_JPEG_PRECISION"]
     quality = int(os.environ.get("QF_TEST_JPEG_QUALITY", "30"))
@@ -28,14 +28,14 @@ def pytest_configure(config) -> None:
         def open(self):
             return jpeg_reencode(read_verified_image(self.path, self.clean_sha256), quality)
 
-    fakes = World.fakes
+    source_images = FakeSource.images
 
     def degraded(self, generator, precision, mode, role="eval", shard=(0, 1)):
-        result = fakes(self, generator, precision, mode, role, shard)
+        result = source_images(self, generator, precision, mode, role, shard)
         if precision != target or role != "eval":
             return result
         images = [Reencoded(im.seed, im.path, f"{im.sha256}-jpeg{quality}", im.prompt, im.sha256)
                   for im in result.images]
         return dataclasses.replace(result, images=images)
 
-    World.fakes = degraded
+    FakeSource.images = degraded

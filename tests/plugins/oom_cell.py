@@ -17,16 +17,16 @@ def _oom(what: str) -> torch.OutOfMemoryError:
 
 
 def pytest_configure(config) -> None:
-    from quantfake import world
     from quantfake.efficiency import runner
+    from quantfake.session import fakes, fidelity_cell
 
     target, where = os.environ["QF_TEST_OOM_PRECISION"], os.environ.get("QF_TEST_OOM_AT", "cell")
-    fidelity_cell, generate, step = world.World.fidelity_cell, world.generate, runner.measure_denoiser_step
+    measure, generate, step = fidelity_cell.measure_fidelity, fakes.generate, runner.measure_denoiser_step
 
-    def fidelity_with_oom(self, cell):
+    def fidelity_with_oom(session, cell):
         if cell.precision == target:
             raise _oom(cell.id)
-        return fidelity_cell(self, cell)
+        return measure(session, cell)
 
     def generate_with_oom(loaded, req, store, **kw):
         if loaded.precision.id == target:
@@ -39,7 +39,7 @@ def pytest_configure(config) -> None:
         return step(model, inputs, device, **kw)
 
     if where == "generation":
-        world.generate = generate_with_oom
+        fakes.generate = generate_with_oom
     else:
-        world.World.fidelity_cell = fidelity_with_oom
+        fidelity_cell.measure_fidelity = fidelity_with_oom
     runner.measure_denoiser_step = step_with_oom

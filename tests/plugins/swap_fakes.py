@@ -10,17 +10,17 @@ import os
 
 
 def pytest_configure(config) -> None:
-    from quantfake.world import World
+    from quantfake.session import detection_cell
 
     fraction = float(os.environ["QF_TEST_SWAP_FAKES"])
-    scored_sets = World._scored_sets
+    scored_sets = detection_cell.scored_sets
 
-    def swapped(self, cell, detector, precision=None):
-        sets = scored_sets(self, cell, detector, precision)
+    def swapped(session, cell, detector, precision=None):
+        sets = scored_sets(session, cell, detector, precision)
         if precision is None:  # the cell's own fakes, not the reference precision's
             k = int(round(fraction * len(sets["fake"])))
             sets["fake"] = sets["fake"].copy()
             sets["fake"][:k] = sets["real"][:k]
         return sets
 
-    World._scored_sets = swapped
+    detection_cell.scored_sets = swapped
