@@ -166,3 +166,23 @@ def test_repository_pyproject_config_loads() -> None:
         pytest.skip("no pyproject.toml in this checkout")
     cfg = B.load_config(pyproject)
     assert 0 < cfg.alpha < 1 and cfg.gated_for("detection")
+
+
+def test_update_baselines_writes_numbers_only_skipped_and_errored_cells_get_no_entry(tmp_path) -> None:
+    """A cell skipped on this machine (e.g. a CUDA-only precision in CI) measured nothing: no empty entry."""
+    import dataclasses
+
+    from quantfake.options import build_options
+    from quantfake.results import CellResult, RunRecorder
+    from quantfake.session.finish import finish_session
+
+    o = dataclasses.replace(build_options({"store": str(tmp_path / "store")}), history=tmp_path / "history",
+                            baselines_dir=tmp_path / "baselines", update_baselines=True, report=False)
+    run_id = "20261126T000000Z-000001-abcd"
+    recorder = RunRecorder(o.history, o.profile, o.as_record(), run_id=run_id)
+    recorder.add(CellResult("a-passed", "detection", metrics={"auc": 0.9}))
+    recorder.add(CellResult("b-skipped", "detection", status="skipped", message="needs CUDA"))
+    recorder.add(CellResult("c-error", "detection", status="error", message="boom"))
+    finish_session(o, run_id)
+    written = json.loads((tmp_path / "baselines" / f"{o.profile}.json").read_text())["cells"]
+    assert list(written) == ["a-passed"] and written["a-passed"]["metrics"] == {"auc": 0.9}

@@ -58,8 +58,9 @@ def finish_session(options: BenchOptions, run_id: str, benchmark_json: str | Non
         from quantfake.baselines import baseline_path, update_baselines
 
         # efficiency cells are compared run against run on one machine (quantfake compare), never against a
-        # committed file: their latency and memory belong to the runner
-        ran = [c for c in cells if c.status != "error" and c.kind != "efficiency"]
+        # committed file: their latency and memory belong to the runner. A skipped cell measured nothing, so it
+        # gets no (empty) entry: the file holds numbers only
+        ran = [c for c in cells if c.status not in ("error", "skipped") and c.kind != "efficiency"]
         diff = update_baselines(baseline_path(options.baselines_dir, options.profile), ran,
                                 versions=record["environment"].get("packages"))
         lines += [f"baselines updated for {len(ran)} cells: {baseline_path(options.baselines_dir, options.profile)}",
