@@ -63,3 +63,23 @@ def test_the_session_fake_source_and_the_efficiency_runner_never_hold_pipelines_
     assert not fakes._pipelines and runner._PIPELINE  # the session let go before the efficiency cell loaded
     fakes.pipeline("sd3", "nf4")
     assert not runner._PIPELINE and list(fakes._pipelines) == [("sd3", "nf4")]
+
+
+def test_a_finished_session_is_not_kept_alive_by_the_registry():
+    import gc
+
+    class Holder:
+        def release(self) -> None:
+            raise AssertionError("a collected holder is never asked")
+
+    saved = dict(residency._RELEASERS)
+    try:
+        residency._RELEASERS.clear()
+        holder = Holder()
+        residency.register_holder("session", holder.release)
+        del holder
+        gc.collect()
+        assert residency.release_others("efficiency") == []
+    finally:
+        residency._RELEASERS.clear()
+        residency._RELEASERS.update(saved)

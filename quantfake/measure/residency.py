@@ -10,20 +10,26 @@ Standard library only: this sits in the bottom layer and anything may use it.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
-_RELEASERS: dict[str, Callable[[], None]] = {}
+_RELEASERS: dict[str, Callable[[], Callable[[], None] | None]] = {}
 
 
 def register_holder(name: str, release: Callable[[], None]) -> None:
     """``release`` drops every pipeline ``name`` holds (and its device memory); a later registration under the
-    same name replaces the earlier one (a new session replaces the previous one)."""
-    _RELEASERS[name] = release
+    same name replaces the earlier one (a new session replaces the previous one). A bound method is held weakly,
+    so the registry never keeps a finished session (and its pipelines) alive."""
+    bound = getattr(release, "__self__", None) is not None
+    _RELEASERS[name] = weakref.WeakMethod(release) if bound else (lambda: release)  # type: ignore[arg-type]
 
 
 def release_others(name: str) -> list[str]:
-    """Ask every holder but ``name`` to let go, before ``name`` loads a pipeline on a GPU; the names asked."""
-    asked = [other for other in _RELEASERS if other != name]
-    for other in asked:
-        _RELEASERS[other]()
+    """Ask every live holder but ``name`` to let go, before ``name`` loads a pipeline on a GPU; the names asked."""
+    asked = []
+    for other, reference in list(_RELEASERS.items()):
+        release = reference()
+        if other != name and release is not None:
+            release()
+            asked.append(other)
     return asked
