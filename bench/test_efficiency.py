@@ -1,6 +1,6 @@
 """What does quantization cost or save at run time? Latency, memory, weight bytes, FLOPs and roofline per cell.
 
-Thin pytest-benchmark cells over :mod:`quantfake.efficiency.runner`: pytest-benchmark times every round (the
+Thin pytest-benchmark cells over :mod:`quantfake.session.efficiency.runner`: pytest-benchmark times every round (the
 runner's sampler is ``benchmark.pedantic``), every measurement lands in ``benchmark.extra_info``, and each cell is
 recorded in the run record (kind ``efficiency``) for ``quantfake compare``; under pytest-xdist too. Profiles:
 ``tiny`` times the toy pipelines on CPU (wall time, peak RSS); ``random`` builds full-size pipelines with random
@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from quantfake.efficiency import runner
-from quantfake.efficiency.runner import CellSkipped
+from quantfake.session.efficiency import runner
+from quantfake.session.efficiency.runner import CellSkipped
 
 
 def _cell(recorder: Any, request: pytest.FixtureRequest, fn: Callable[..., Any], *args: Any) -> Any:

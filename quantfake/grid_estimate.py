@@ -97,7 +97,7 @@ def estimate_grid(image_sets: list[tuple[str, str, str]], n_cells: int, n_images
 def efficiency_cell_count(options) -> int:
     """Efficiency cells of ``options``' grid (they run after the detection cells; their run-record entries carry
     no timings, so their time is the session's time outside recorded cells)."""
-    from quantfake.efficiency.runner import PARAMETRIZED_FIXTURES, cell_params
+    from quantfake.session.efficiency.runner import PARAMETRIZED_FIXTURES, cell_params
 
     return sum(len(cell_params(f, options)) for f in PARAMETRIZED_FIXTURES)
 

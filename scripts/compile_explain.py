@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from quantfake.efficiency.cells import denoiser_inputs
 from quantfake.loading import load_pipeline
 from quantfake.precisions import get_precision
+from quantfake.session.efficiency.cells import denoiser_inputs
 from quantfake.store import Store
 
 

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from quantfake.efficiency.cells import pipeline_call_kwargs
 from quantfake.environment import collect_environment, quiet_libraries
 from quantfake.generators import get_generator
 from quantfake.loading import LoadedPipeline, load_pipeline
 from quantfake.measure.oom import is_oom
+from quantfake.session.efficiency.cells import pipeline_call_kwargs
 from quantfake.store import atomic_write_json
 
 GIB = 2**30

@@ -134,7 +134,7 @@ def test_fp8rw_is_gpu_only_and_meant_compiled() -> None:
 
 
 def test_fp8rw_efficiency_cells_are_eager_and_compiled() -> None:
-    from quantfake.efficiency.cells import efficiency_cells
+    from quantfake.session.efficiency.cells import efficiency_cells
 
     ids = [c.id for c in efficiency_cells(["flux"], ["bf16", "fp8rw"])]
     assert ids == ["effic-flux-bf16", "effic-flux-fp8rw", "effic-flux-fp8rw-compile"]

@@ -11,10 +11,10 @@ import pytest
 
 from quantfake import compare as C
 from quantfake.baselines import BenchConfig
-from quantfake.efficiency.record import efficiency_result
 from quantfake.efficiency_gates import get_gate, parse_tolerance_overrides
 from quantfake.latency_stats import latency_ci95, slowdown_test
 from quantfake.results import CellResult
+from quantfake.session.efficiency.record import efficiency_result
 
 
 def _samples(median_ms: float, n: int = 7, spread: float = 0.03, seed: int = 0) -> list[float]:

@@ -1,4 +1,4 @@
-"""CPU tests of quantfake.efficiency.cells on the tiny denoisers: real shapes, real forwards, real counts."""
+"""CPU tests of quantfake.session.efficiency.cells on the tiny denoisers: real shapes, real forwards, real counts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from quantfake.efficiency.cells import (
+from quantfake.errors import UnknownIdError
+from quantfake.generators import GENERATORS, get_generator, step_batch, text_sequence_length
+from quantfake.measure import count_flops, weights_bytes
+from quantfake.profiles import TINY_SIZE, TINY_VAE_FACTOR
+from quantfake.session.efficiency.cells import (
     EfficiencyCell,
     denoiser_inputs,
     detector_cells,
@@ -23,10 +27,6 @@ from quantfake.efficiency.cells import (
     oom_guarded,
     reference_step_flops,
 )
-from quantfake.errors import UnknownIdError
-from quantfake.generators import GENERATORS, get_generator, step_batch, text_sequence_length
-from quantfake.measure import count_flops, weights_bytes
-from quantfake.profiles import TINY_SIZE, TINY_VAE_FACTOR
 from quantfake.tiny import tiny_denoiser_config
 
 # the tiny configs accept any latent divisible by 8 (three UNet downsamplings); 8 keeps each forward cheap

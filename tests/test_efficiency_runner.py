@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from quantfake.efficiency.cells import DetectorEfficiencyCell, EfficiencyCell
-from quantfake.efficiency.runner import (
+from quantfake.options import build_options
+from quantfake.session.efficiency.cells import DetectorEfficiencyCell, EfficiencyCell
+from quantfake.session.efficiency.runner import (
     DEADLINE_ENV,
     cell_params,
     deadline_skip_reason,
@@ -13,7 +14,6 @@ from quantfake.efficiency.runner import (
     generator_skip_reason,
     overhead_message,
 )
-from quantfake.options import build_options
 
 
 def test_cell_params_follow_the_options() -> None:
@@ -58,14 +58,14 @@ def test_overhead_message_reports_ratio_and_tolerance() -> None:
 
 
 def test_overhead_tolerance_is_the_gpu_target_on_cuda() -> None:
-    from quantfake.efficiency.runner import overhead_tolerance
+    from quantfake.session.efficiency.runner import overhead_tolerance
 
     assert overhead_tolerance("cuda:1") == 0.03
     assert overhead_tolerance("cpu") == 0.25
 
 
 def test_overhead_guard_is_inconclusive_only_when_its_ci_spans_the_band() -> None:
-    from quantfake.efficiency.runner import overhead_inconclusive
+    from quantfake.session.efficiency.runner import overhead_inconclusive
 
     noisy = {"generator": "sd3", "overhead_ratio_ci95": [0.51, 1.72], "overhead_tolerance": 0.25}
     assert "inconclusive" in overhead_inconclusive(noisy) and "0.510..1.720" in overhead_inconclusive(noisy)
@@ -74,7 +74,7 @@ def test_overhead_guard_is_inconclusive_only_when_its_ci_spans_the_band() -> Non
 
 
 def test_e2e_batches_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from quantfake.efficiency.runner import E2E_BATCHES, E2E_BATCHES_ENV, e2e_batches
+    from quantfake.session.efficiency.runner import E2E_BATCHES, E2E_BATCHES_ENV, e2e_batches
 
     monkeypatch.delenv(E2E_BATCHES_ENV, raising=False)
     assert e2e_batches("cuda:0") == (1, *E2E_BATCHES) and e2e_batches("cpu") == (1,)
@@ -89,7 +89,7 @@ def test_e2e_batches_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_every_timed_measurement_has_rounds_for_a_confidence_interval() -> None:
-    from quantfake.efficiency.runner import ROUNDS, rounds_for
+    from quantfake.session.efficiency.runner import ROUNDS, rounds_for
 
     for device in ("cpu", "cuda:1"):
         for measure in ("step", "e2e", "e2e_batch", "detector"):

@@ -1,4 +1,4 @@
-"""CPU tests of quantfake.efficiency with tiny modules; expected byte counts are derived from the formats."""
+"""CPU tests of quantfake.session.efficiency with tiny modules; expected byte counts are derived from the formats."""
 
 from __future__ import annotations
 

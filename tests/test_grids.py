@@ -8,7 +8,6 @@ from quantfake.cells import cheapest_generator, detection_cells, detector_precis
 from quantfake.cli import _selects_cells
 from quantfake.detector_precisions import DETECTOR_PRECISIONS
 from quantfake.detectors import DETECTORS, REPRESENTATIONS
-from quantfake.efficiency.runner import PARAMETRIZED_FIXTURES, cell_params
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS, MODES
 from quantfake.grid_estimate import estimate_grid, measured_costs
@@ -18,6 +17,7 @@ from quantfake.options import build_options
 from quantfake.perturbations import PERTURBATIONS
 from quantfake.precisions import PRECISIONS
 from quantfake.results import CellResult
+from quantfake.session.efficiency.runner import PARAMETRIZED_FIXTURES, cell_params
 
 #: CI's budget for generating the covering grid's fakes on an AVX2-only 2-core CPU (the rest of .ci/run:
 #: install, unit tests, scoring, training, report, fits in the other half of issue 14's 30 minutes)

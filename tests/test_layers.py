@@ -18,9 +18,9 @@ def test_the_package_keeps_its_declared_layers() -> None:
 
 
 def test_an_added_upward_import_fails_the_check() -> None:
-    source = (PACKAGE_DIR / "precisions.py").read_text() + "\nfrom quantfake.efficiency import runner\n"
+    source = (PACKAGE_DIR / "precisions.py").read_text() + "\nfrom quantfake.session.efficiency import runner\n"
     found = check(PACKAGE_DIR, sources={"quantfake.precisions": source})
-    assert [(v.module, v.imported) for v in found] == [("quantfake.precisions", "quantfake.efficiency.runner")]
+    assert [(v.module, v.imported) for v in found] == [("quantfake.precisions", "quantfake.session.efficiency.runner")]
     assert "registries may not import session" in str(found[0])
 
 

@@ -6,8 +6,8 @@ import types
 
 import pytest
 
-from quantfake.efficiency import runner
 from quantfake.measure import residency
+from quantfake.session.efficiency import runner
 
 
 def test_efficiency_cells_ask_other_holders_to_let_go_before_loading_on_a_gpu(monkeypatch: pytest.MonkeyPatch):

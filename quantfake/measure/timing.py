@@ -6,7 +6,7 @@ sample too, so launch overhead (which quantized kernels often add) is inside the
 than hidden behind previously queued work.
 
 Measurements take a :data:`Sampler`: whatever times the calls. Outside pytest it is :func:`time_callable`;
-inside the bench it is pytest-benchmark (``quantfake.efficiency.runner.benchmark_sampler``), so a cell's
+inside the bench it is pytest-benchmark (``quantfake.session.efficiency.runner.benchmark_sampler``), so a cell's
 fields and its benchmark JSON hold the same samples: one timer, never two that disagree.
 """
 

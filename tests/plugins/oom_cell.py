@@ -17,8 +17,8 @@ def _oom(what: str) -> torch.OutOfMemoryError:
 
 
 def pytest_configure(config) -> None:
-    from quantfake.efficiency import runner
     from quantfake.session import fakes, fidelity_cell
+    from quantfake.session.efficiency import runner
 
     target, where = os.environ["QF_TEST_OOM_PRECISION"], os.environ.get("QF_TEST_OOM_AT", "cell")
     measure, generate, step = fidelity_cell.measure_fidelity, fakes.generate, runner.measure_denoiser_step

@@ -22,7 +22,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from quantfake.efficiency import runner
+    from quantfake.session.efficiency import runner
 
     target = os.environ["QF_TEST_SLOW_CELL"]
     delay_s = float(os.environ.get("QF_TEST_SLOW_MS", "200")) / 1e3

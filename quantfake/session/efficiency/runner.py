@@ -15,8 +15,18 @@ from typing import Any
 
 import torch
 
-from quantfake.efficiency import record
-from quantfake.efficiency.cells import (
+from quantfake.errors import MemoryBudgetError, MissingWeightsError
+from quantfake.generators import get_generator, step_batch, uses_cfg
+from quantfake.loading import load_pipeline, resolve_device
+from quantfake.measure.devices import device_info, synchronize
+from quantfake.measure.oom import free_cached_memory
+from quantfake.measure.residency import register_holder, release_others
+from quantfake.measure.timing import Sampler, TimingStats
+from quantfake.memory_placement import enforce_budget, load_within_budget, reoffload
+from quantfake.precisions import get_precision, reference_precision, unavailable_reason
+from quantfake.results import CellResult
+from quantfake.session.efficiency import record
+from quantfake.session.efficiency.cells import (
     DETECTOR_BATCHES,
     DETECTOR_DTYPES,
     DetectorEfficiencyCell,
@@ -33,16 +43,6 @@ from quantfake.efficiency.cells import (
     measure_pipeline_e2e,
     oom_guarded,
 )
-from quantfake.errors import MemoryBudgetError, MissingWeightsError
-from quantfake.generators import get_generator, step_batch, uses_cfg
-from quantfake.loading import load_pipeline, resolve_device
-from quantfake.measure.devices import device_info, synchronize
-from quantfake.measure.oom import free_cached_memory
-from quantfake.measure.residency import register_holder, release_others
-from quantfake.measure.timing import Sampler, TimingStats
-from quantfake.memory_placement import enforce_budget, load_within_budget, reoffload
-from quantfake.precisions import get_precision, reference_precision, unavailable_reason
-from quantfake.results import CellResult
 
 E2E_BATCHES: tuple[int, ...] = (4,)  # larger batches timed end to end on a GPU, besides batch 1
 IMAGES_PER_STEP = 1  # one image per denoiser step (two rows under CFG): the per-image cost
@@ -208,7 +208,7 @@ def common_fields(device: str, profile: str) -> dict[str, Any]:
 
 
 def efficiency_result(cell_id: str, extra: dict[str, Any]) -> CellResult:
-    """The cell's run-record entry (:mod:`quantfake.efficiency.record`); an end-to-end cell's memory is its
+    """The cell's run-record entry (:mod:`quantfake.session.efficiency.record`); an end-to-end cell's memory is its
     ``e2e_`` peak."""
     return record.efficiency_result(cell_id, extra, memory_prefix="e2e_" if extra.get("measure") == "e2e" else "")
 
