@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                  "quantfake.compare", "quantfake.compare_efficiency", "quantfake.efficiency_gates")),
     # the session engine: the parts that run cells (add new session modules here)
     ("session", ("quantfake.session", "quantfake.cells", "quantfake.outcomes",
-                 "quantfake.scheduling", "quantfake.grid_estimate", "quantfake.plan", "quantfake.distributed")),
+                 "quantfake.scheduling", "quantfake.plan", "quantfake.distributed")),
     ("faces", ("quantfake.cli", "quantfake.report", "quantfake.session.finish", "quantfake.__main__")),
 )
 

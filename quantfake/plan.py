@@ -18,9 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quantfake.grid_estimate import recorded_costs
 from quantfake.grids import group_cost
 from quantfake.packing import bin_loads, lpt, split_heavy
+from quantfake.session.grid_estimate import recorded_costs
 
 #: process start, CUDA init and collection of one pytest session (measured: 283.2 s wall vs 268.9 s of cells
 #: on an H200, and 152.9 vs 135.4 on two; benchmarks/multigpu)

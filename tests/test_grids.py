@@ -10,7 +10,6 @@ from quantfake.detector_precisions import DETECTOR_PRECISIONS
 from quantfake.detectors import DETECTORS, REPRESENTATIONS
 from quantfake.errors import UnknownIdError
 from quantfake.generators import GENERATORS, MODES
-from quantfake.grid_estimate import estimate_grid, measured_costs
 from quantfake.grids import GRIDS, HALF_SLOWDOWN_WORST, TINY_FP32_MS_PER_IMAGE, covering_plan, resolve_grid, set_cost
 from quantfake.measure import half_speed
 from quantfake.options import build_options
@@ -18,6 +17,7 @@ from quantfake.perturbations import PERTURBATIONS
 from quantfake.precisions import PRECISIONS
 from quantfake.results import CellResult
 from quantfake.session.efficiency.runner import PARAMETRIZED_FIXTURES, cell_params
+from quantfake.session.grid_estimate import estimate_grid, measured_costs
 
 #: CI's budget for generating the covering grid's fakes on an AVX2-only 2-core CPU (the rest of .ci/run:
 #: install, unit tests, scoring, training, report, fits in the other half of issue 14's 30 minutes)
@@ -145,7 +145,7 @@ def test_int8_activation_precision_skips_on_cpus_without_vnni(monkeypatch: pytes
 
 
 def test_measured_pipeline_half_ratio_wins_over_the_microbenchmark() -> None:
-    from quantfake.grid_estimate import pipeline_half_ratios
+    from quantfake.session.grid_estimate import pipeline_half_ratios
 
     per_image = {("sd3", "fp32"): 0.02, ("sd3", "bf16"): 0.06, ("flux", "fp32"): 0.01, ("flux", "nf4"): 0.03}
     ratios = pipeline_half_ratios(per_image, {"sd3": 0.02, "flux": 0.01})

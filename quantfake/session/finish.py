@@ -66,8 +66,8 @@ def finish_session(options: BenchOptions, run_id: str, benchmark_json: str | Non
         lines += [f"baselines updated for {len(ran)} cells: {baseline_path(options.baselines_dir, options.profile)}",
                   *diff.splitlines()[:200]]
     if options.profile == "tiny" and options.grid != "full" and cells:
-        from quantfake.grid_estimate import full_grid_line
         from quantfake.measure.half_speed import half_slowdown
+        from quantfake.session.grid_estimate import full_grid_line
 
         lines.append(full_grid_line(options, cells, half_slowdown()))
     if options.report:
