@@ -20,15 +20,21 @@ GIB = 2**30
 
 
 def load(folder: Path) -> pd.DataFrame:
-    """One row per benchmark of every readable JSON in ``folder`` (empty files, from killed runs, skipped)."""
+    """One row per benchmark of every pytest-benchmark JSON in ``folder`` (empty files, from killed runs, and other
+    JSON skipped)."""
     frames = []
     for path in sorted(folder.glob("*.json")):
         if path.stat().st_size == 0:
             print(f"skipped {path}: empty (its run was stopped before pytest-benchmark wrote it)", file=sys.stderr)
             continue
-        payload = load_benchmark_json(path)  # every extra_info field becomes a column
-        frames.append(pd.DataFrame([{**(b.get("extra_info") or {}), "name": b["name"], "file": path.name}
-                                    for b in payload["benchmarks"]]))
+        try:
+            payload = load_benchmark_json(path)  # every extra_info field becomes a column
+        except ValueError as exc:  # a run record or baselines file kept beside the benchmark JSON
+            print(f"skipped {exc}", file=sys.stderr)
+            continue
+        when = pd.Timestamp(payload.get("datetime") or 0)
+        frames.append(pd.DataFrame([{**(b.get("extra_info") or {}), "name": b["name"], "file": path.name,
+                                     "when": when} for b in payload["benchmarks"]]))
     if not frames:
         raise SystemExit(f"no pytest-benchmark JSON in {folder}")
     return pd.concat(frames, ignore_index=True)
@@ -39,28 +45,66 @@ def _extra(frame: pd.DataFrame, key: str) -> pd.Series:
     return frame[key] if key in frame else pd.Series([None] * len(frame), index=frame.index)
 
 
-def generator_cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """The generator rows, one per generator x precision x compile (the grid's cell beats the smoke's)."""
-    gen = frame[_extra(frame, "step_ms").notna()].copy()
+def generator_cells(frame: pd.DataFrame, measure: str = "step_ms") -> pd.DataFrame:
+    """The generator rows that have ``measure``, one per generator x precision x compile (x batch for end-to-end
+    cells); the grid's cell beats the smoke's."""
+    gen = frame[_extra(frame, measure).notna()].copy()
     gen["compile"] = gen["compile"].fillna(False).astype(bool)
     gen["smoke"] = gen["file"].str.contains("smoke")
-    return gen.sort_values("smoke").drop_duplicates(["generator", "precision", "compile"])
+    if measure == "e2e_ms_per_image":  # runs before the end-to-end cells had their own batch timed one image
+        gen["e2e_images"] = _extra(gen, "e2e_images").fillna(1)
+    key = ["generator", "precision", "compile"] + (["e2e_images"] if measure == "e2e_ms_per_image" else [])
+    return gen.sort_values("smoke").drop_duplicates(key)
+
+
+def same_session_bf16(frame: pd.DataFrame, row: pd.Series, measure: str, match: tuple[str, ...] = ()) -> float | None:
+    """The eager bf16 ``measure`` of the row's generator from the run nearest in time to the row's own, so a
+    ratio compares cells of one machine session (a later call on the same warm machine may hold no bf16 cell)."""
+    frame = frame.assign(e2e_images=_extra(frame, "e2e_images").fillna(1))
+    ref = frame[(frame["generator"] == row["generator"]) & (frame["precision"] == "bf16")
+                & ~frame["compile"].fillna(False).astype(bool) & frame[measure].notna()]
+    for column in match:
+        ref = ref[ref[column] == row[column]]
+    if ref.empty:
+        return None
+    return float(ref.loc[(ref["when"] - row["when"]).abs().idxmin(), measure])
 
 
 def generator_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per generator x precision (x compile): step latency, ratio to eager bf16, weights, peak, TFLOP/s, roofline."""
+    """Per generator x precision (x compile): step latency, ratio to eager bf16 of the same machine session,
+    weights, peak, TFLOP/s, roofline."""
     gen = generator_cells(frame)
-    bf16 = gen[(gen["precision"] == "bf16") & ~gen["compile"]].set_index("generator")["step_ms"]
     rows = []
     for _, r in gen.sort_values(["generator", "compile", "step_ms"]).iterrows():
+        bf16 = same_session_bf16(frame, r, "step_ms")
         rows.append({
             "generator": r["generator"], "precision": r["precision"] + (" +compile" if r["compile"] else ""),
             "rows x latent": f"{int(r['step_batch'])} x {int(r['latent_size'])}",
             "step ms (median)": f"{r['step_ms']:.1f}", "min": f"{r['step_min_ms']:.1f}",
-            "vs bf16": f"{r['step_ms'] / bf16[r['generator']]:.2f}" if r["generator"] in bf16 else "-",
+            "vs bf16": f"{r['step_ms'] / bf16:.2f}" if bf16 else "-",
             "weights GiB": f"{r['weights_bytes'] / GIB:.2f}", "peak GiB": f"{r['peak_vram_gib']:.2f}",
             "TFLOP/step": f"{r['flops_per_step'] / 1e12:.2f}", "TFLOP/s": f"{r['tflops_per_s']:.0f}",
             "of peak": f"{r['roofline_fraction']:.0%}",
+        })
+    return pd.DataFrame(rows)
+
+
+def e2e_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per generator x precision (x compile) x batch: end-to-end ms per image (text encoders, denoiser steps,
+    VAE), its ratio to eager bf16 at the same batch and steps from the same machine session, images/hour and
+    peak VRAM."""
+    e2e = generator_cells(frame, "e2e_ms_per_image")  # older runs recorded e2e_ms only, without the batch
+    if e2e.empty:
+        return pd.DataFrame()
+    rows = []
+    for _, r in e2e.sort_values(["generator", "e2e_images", "e2e_ms_per_image"]).iterrows():
+        bf16 = same_session_bf16(frame, r, "e2e_ms_per_image", match=("e2e_images", "e2e_steps"))
+        rows.append({
+            "generator": r["generator"], "precision": r["precision"] + (" +compile" if r["compile"] else ""),
+            "batch": int(r["e2e_images"]), "steps": int(r["e2e_steps"]),
+            "ms/image (median)": f"{r['e2e_ms_per_image']:.1f}",
+            "vs bf16": f"{r['e2e_ms_per_image'] / bf16:.2f}" if bf16 else "-",
+            "images/hour": f"{r['images_per_hour']:.0f}", "peak GiB": f"{r['e2e_peak_vram_gib']:.2f}",
         })
     return pd.DataFrame(rows)
 
@@ -137,6 +181,7 @@ def main(argv: list[str]) -> None:
     print(f"device: {', '.join(names) or 'unknown'}; torch {', '.join(sorted(set(_extra(frame, 'torch_version').dropna())))}\n")
     for title, table in (("Summary: median step latency (ratio to eager bf16), weights", compact_table(frame)),
                          ("Generators (one denoiser step, random weights)", generator_table(frame)),
+                         ("End to end (encode + denoise + decode, random weights)", e2e_table(frame)),
                          ("torch.compile against eager, same precision", compile_table(frame)),
                          ("Detectors (random init, native input size)", detector_table(frame)),
                          ("Overhead guard", overhead_table(frame))):
