@@ -5,8 +5,11 @@ when a second rank ran beside them on the same host (benchmarks/multigpu_generat
 rank to its own cores, near its GPU's NUMA node, removes that is to be measured. The split is a pure function
 over a :class:`Core` list, so fake topologies test it; reading ``/sys`` and pinning are thin wrappers.
 
-Standard library only: written by hand because the one job (split whole cores over ranks, preferring each GPU's
-node) is a few lines over sysfs, and neither psutil nor accelerate's NUMA helper splits by physical core.
+Standard library only, written by hand: accelerate's ``ACCELERATE_CPU_AFFINITY`` binds each rank to its GPU's
+whole NUMA node (two ranks on one node still share every core), and torch's ``torchrun --numa-binding
+exclusive`` (torch/numa/binding.py) splits a node's cores over its GPUs like this module does, but only under
+torchrun, only with CUDA devices (so untestable on CPU) and through private helpers; ``accelerate launch`` cannot
+pass it on.
 """
 
 from __future__ import annotations
@@ -56,9 +59,15 @@ def read_topology(allowed: Iterable[int] | None = None, root: Path = SYS_CPU) ->
             for (package, core), members in groups.items()]
 
 
+def pci_address(domain: int, bus: int, device: int) -> str:
+    """The sysfs name of a PCI device from the integers torch's CUDA device properties hold
+    (``pci_domain_id``, ``pci_bus_id``, ``pci_device_id``), e.g. ``0000:1b:00.0``."""
+    return f"{domain:04x}:{bus:02x}:{device:02x}.0"
+
+
 def pci_numa_node(pci_bus_id: str, root: Path = SYS_PCI) -> int | None:
-    """The NUMA node of a PCI device (``torch.cuda.get_device_properties(i).pci_bus_id``, e.g.
-    ``00000000:1B:00.0``), None when unknown; sysfs spells it with a 4-digit domain in lower case."""
+    """The NUMA node of a PCI device (:func:`pci_address`, or nvidia-smi's ``00000000:1B:00.0``), None when
+    unknown (no such file, or -1 as single-node hosts report); sysfs spells it with a 4-digit domain, lower case."""
     parts = pci_bus_id.strip().lower().split(":")
     if len(parts) != 3:
         return None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from quantfake.cpu_affinity import Core, cpu_list, logical_cpus, pci_numa_node, read_topology, split_cores
+from quantfake.cpu_affinity import Core, cpu_list, logical_cpus, pci_address, pci_numa_node, read_topology, split_cores
 
 
 def _hyperthreaded(n_cores: int, nodes: int = 1) -> list[Core]:
@@ -79,3 +79,7 @@ def test_pci_numa_node_reads_sysfs_and_guards_unknowns(tmp_path: Path, bus_id: s
     (tmp_path / "0000:3d:00.0").mkdir()
     (tmp_path / "0000:3d:00.0" / "numa_node").write_text("-1\n")  # what single-node hosts report
     assert pci_numa_node(bus_id, tmp_path) == node
+
+
+def test_pci_address_spells_torchs_integers_as_sysfs_does() -> None:
+    assert pci_address(0, 0x1B, 0) == "0000:1b:00.0"
