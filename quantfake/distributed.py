@@ -141,12 +141,13 @@ def process_device(requested: str | None, num_processes: int, state_device: str)
     """The device this process generates on.
 
     With several processes each is pinned to its own accelerator (``cuda:<local rank>``, from accelerate),
-    unless ``--device cpu`` was asked; with one process an explicit ``--device`` wins.
+    unless ``--device cpu`` was asked; with one process an explicit ``--device`` wins. The CPU is always plain
+    ``cpu`` (accelerate says ``cpu:0`` under torchrun), as ``--device cpu`` and the bench record it.
     """
     if requested == "cpu":
         return "cpu"
     if num_processes > 1 or not requested:
-        return state_device
+        return "cpu" if state_device.split(":")[0] == "cpu" else state_device
     return requested
 
 

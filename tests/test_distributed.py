@@ -95,6 +95,7 @@ def test_process_device_pins_each_rank_unless_cpu_is_asked() -> None:
     assert process_device("cuda", 4, "cuda:3") == "cuda:3"
     assert process_device(None, 4, "cuda:2") == "cuda:2"
     assert process_device("cpu", 4, "cuda:2") == "cpu"
+    assert process_device(None, 2, "cpu:0") == "cpu", "torchrun on the CPU: plain 'cpu', as --device cpu gives"
 
 
 def test_unknown_id_exits_2_listing_valid_ids(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -288,7 +289,7 @@ def test_two_process_launch_on_the_cpu_makes_the_one_process_bytes(capsys: pytes
     two_cpus = sorted(os.sched_getaffinity(0))[:2]  # at most one thread a rank, as this module's reference uses
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "quantfake.distributed", *SLICE, "--store", str(pair), "--device", "cpu", "--cpu-affinity", "auto"],
+         "-m", "quantfake.distributed", *SLICE, "--store", str(pair), "--cpu-affinity", "auto"],
         capture_output=True, text=True, timeout=600, preexec_fn=lambda: os.sched_setaffinity(0, two_cpus))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -303,3 +304,4 @@ def test_two_process_launch_on_the_cpu_makes_the_one_process_bytes(capsys: pytes
     reference = {p.relative_to(single): p.read_bytes() for p in (single / "images").rglob("*.png")}
     assert len(reference) == 8
     assert {p.relative_to(pair): p.read_bytes() for p in (pair / "images").rglob("*.png")} == reference
+    assert {json.loads(p.read_text())["device"] for p in (pair / "images").glob("*/request.json")} == {"cpu"}
