@@ -118,7 +118,19 @@ def cpu_list(cpus: Iterable[int]) -> str:
 
 
 def pin(cores: Sequence[Core]) -> list[int]:
-    """Restrict this process to the logical CPUs of ``cores`` (``os.sched_setaffinity``); returns them."""
+    """Restrict this process to the logical CPUs of ``cores``; returns them.
+
+    ``os.sched_setaffinity(0, ...)`` moves only the calling thread, so every thread already running (torch's
+    intra-op pool, CUDA's helpers) that still has the process's original mask is moved too; threads started later
+    inherit the new mask. A thread that exits meanwhile is skipped.
+    """
     cpus = logical_cpus(cores)
+    original = os.sched_getaffinity(0)
     os.sched_setaffinity(0, cpus)
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            if os.sched_getaffinity(int(tid)) == original:
+                os.sched_setaffinity(int(tid), cpus)
+        except (OSError, ValueError):
+            continue
     return cpus

@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from quantfake.cpu_affinity import Core, cpu_list, logical_cpus, pci_address, pci_numa_node, read_topology, split_cores
+from quantfake.cpu_affinity import (
+    Core,
+    cpu_list,
+    logical_cpus,
+    pci_address,
+    pci_numa_node,
+    pin,
+    read_topology,
+    split_cores,
+)
 
 
 def _hyperthreaded(n_cores: int, nodes: int = 1) -> list[Core]:
@@ -83,3 +93,24 @@ def test_pci_numa_node_reads_sysfs_and_guards_unknowns(tmp_path: Path, bus_id: s
 
 def test_pci_address_spells_torchs_integers_as_sysfs_does() -> None:
     assert pci_address(0, 0x1B, 0) == "0000:1b:00.0"
+
+
+def test_pin_moves_the_threads_already_running_too() -> None:
+    """A thread started before pinning (torch's pool, CUDA's helpers) must not keep the old mask."""
+    original = os.sched_getaffinity(0)
+    one = min(original)
+    started, release = threading.Event(), threading.Event()
+    worker = threading.Thread(target=lambda: (started.set(), release.wait(30)))
+    worker.start()
+    started.wait(30)
+    try:
+        assert pin([Core(0, 0, (one,))]) == [one]
+        assert os.sched_getaffinity(0) == {one} and os.sched_getaffinity(worker.native_id) == {one}
+    finally:
+        release.set()
+        worker.join()
+        for tid in os.listdir("/proc/self/task"):  # every thread of this test process back on all its CPUs
+            try:
+                os.sched_setaffinity(int(tid), original)
+            except OSError:
+                continue
