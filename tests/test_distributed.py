@@ -305,3 +305,38 @@ def test_two_process_launch_on_the_cpu_makes_the_one_process_bytes(capsys: pytes
     assert len(reference) == 8
     assert {p.relative_to(pair): p.read_bytes() for p in (pair / "images").rglob("*.png")} == reference
     assert {json.loads(p.read_text())["device"] for p in (pair / "images").glob("*/request.json")} == {"cpu"}
+
+
+def test_gpu_numa_nodes_map_each_local_rank_to_its_gpus_pci_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA side of --cpu-affinity without a GPU: rank i reads cuda:(i % count)'s PCI ids; a torch without
+    them, or a device sysfs does not know, gives no preference."""
+    from types import SimpleNamespace
+
+    import quantfake.cpu_affinity as cpu_affinity
+    from quantfake.distributed import apply_cpu_affinity, gpu_numa_nodes
+
+    props = [SimpleNamespace(pci_domain_id=0, pci_bus_id=0x1B, pci_device_id=0),
+             SimpleNamespace(pci_domain_id=0, pci_bus_id=0xDC, pci_device_id=0), SimpleNamespace()]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(props))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
+    monkeypatch.setattr(cpu_affinity, "pci_numa_node", {"0000:1b:00.0": 0, "0000:dc:00.0": 1}.get)
+    assert gpu_numa_nodes(4) == [0, 1, None, 0]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_numa_nodes(2) == [None, None]
+    before = os.sched_getaffinity(0)
+    assert apply_cpu_affinity("none", 0, 2).startswith("cpus as launched")
+    assert apply_cpu_affinity("auto", 0, 1).startswith("cpus as launched"), "one local process: nothing to split"
+    assert os.sched_getaffinity(0) == before
+
+
+def test_cpu_affinity_option_defaults_to_auto_and_refuses_other_values(capsys: pytest.CaptureFixture[str]) -> None:
+    from quantfake.distributed import LaunchFlags, parse_args
+
+    assert parse_args([])[1] == LaunchFlags(train_fakes=True, progress=True, cpu_affinity="auto")
+    assert parse_args(["--cpu-affinity", "none", "--no-progress"])[1].cpu_affinity == "none"
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--cpu-affinity", "numa"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'numa'" in err and "'auto'" in err and "'none'" in err
