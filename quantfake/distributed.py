@@ -225,11 +225,23 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], LaunchFlags]:
     return raw, LaunchFlags(not ns.no_train_fakes, not ns.no_progress, ns.cpu_affinity)
 
 
+def start_from_stat(stat: str, now: float, boottime: float, ticks_per_s: int) -> float:
+    """A process's start (epoch seconds) from its ``/proc/<pid>/stat`` line: field 22 counts clock ticks
+    since boot, so the start is ``now`` minus the age on the boot-time clock. (psutil adds the ticks to
+    ``btime``, which is whole seconds: up to a second off against ``time.time()``, too coarse here.)"""
+    fields = stat.rsplit(")", 1)[1].split()  # the command name, in parentheses, may hold spaces
+    return now - (boottime - int(fields[19]) / ticks_per_s)
+
+
 def process_start_time() -> float:
     """When the OS started this process (epoch seconds): the phases then include interpreter start and imports."""
-    import psutil
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        return start_from_stat(stat, time.time(), time.clock_gettime(time.CLOCK_BOOTTIME), os.sysconf("SC_CLK_TCK"))
+    except (OSError, AttributeError, ValueError, IndexError):  # not Linux
+        import psutil
 
-    return psutil.Process().create_time()
+        return psutil.Process().create_time()
 
 
 def init_coordination_group() -> None:

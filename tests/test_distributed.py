@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -340,3 +341,12 @@ def test_cpu_affinity_option_defaults_to_auto_and_refuses_other_values(capsys: p
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "'numa'" in err and "'auto'" in err and "'none'" in err
+
+
+def test_process_start_is_read_from_the_boot_clock_ticks_of_proc_stat() -> None:
+    from quantfake.distributed import process_start_time, start_from_stat
+
+    stat = "4242 (python -m (x)) S 1 4242 4242 0 -1 4194560 " + " ".join(["0"] * 12) + " 150000 512 0"
+    assert start_from_stat(stat, now=1_000_000.0, boottime=2000.0, ticks_per_s=100) == 1_000_000.0 - 500.0
+    started = process_start_time()
+    assert started <= time.time() and time.time() - started < 24 * 3600
