@@ -7,7 +7,7 @@
 #   STAGE=weights   only build the random model folders and detector weights (before concurrent serial stages)
 #   STAGE=parallel  `accelerate launch --num_processes $NGPU` of the same generate over all of SERIAL_SETS' jobs
 #                   (heaviest first, heavy jobs split by chunks) with --cpu-affinity $CPU_AFFINITY (auto|none,
-#                   default auto) into its own store $WORK/parallel_$CPU_AFFINITY, then `pytest bench -n $NGPU`
+#                   default auto) into its own store $WORK/parallel_${TAG:-$CPU_AFFINITY}, then `pytest bench -n $NGPU`
 #                   over that store; then both stores compared file by file and both bench records cell by cell
 #   BENCH=0         skip the bench and the comparisons (measure generate only)
 # Both stages print, per rank, the seconds from the script's clock before the launch to the rank's process start
@@ -82,7 +82,7 @@ parallel)
     launch=("$PYTHON" -m accelerate.commands.launch --num_processes "$NGPU" --num_machines 1 --mixed_precision no
             --dynamo_backend no --multi_gpu)
   fi
-  label="parallel_$CPU_AFFINITY"; log="$OUT/generate_$label.log"
+  label="parallel_${TAG:-$CPU_AFFINITY}"; log="$OUT/generate_$label.log"  # TAG: another launcher, own store
   t0=$(now)
   QUANTFAKE_STORE="$WORK/$label" NCCL_DEBUG=INFO timeout --signal=INT "$STAGE_TIMEOUT_S" "${launch[@]}" \
     -m quantfake.distributed "${COMMON[@]}" --generators "$ALL" --no-progress --cpu-affinity "$CPU_AFFINITY" \
