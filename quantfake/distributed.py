@@ -14,14 +14,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quantfake.cpu_affinity import AFFINITY_CHOICES
 from quantfake.errors import MemoryBudgetError, MissingWeightsError, PrecisionUnavailable, UnknownIdError
 from quantfake.option_specs import GENERATE_OPTIONS
 from quantfake.options import BenchOptions, build_options
@@ -139,12 +141,13 @@ def process_device(requested: str | None, num_processes: int, state_device: str)
     """The device this process generates on.
 
     With several processes each is pinned to its own accelerator (``cuda:<local rank>``, from accelerate),
-    unless ``--device cpu`` was asked; with one process an explicit ``--device`` wins.
+    unless ``--device cpu`` was asked; with one process an explicit ``--device`` wins. The CPU is always plain
+    ``cpu`` (accelerate says ``cpu:0`` under torchrun), as ``--device cpu`` and the bench record it.
     """
     if requested == "cpu":
         return "cpu"
     if num_processes > 1 or not requested:
-        return state_device
+        return "cpu" if state_device.split(":")[0] == "cpu" else state_device
     return requested
 
 
@@ -195,8 +198,17 @@ def summary_lines(outcomes: Sequence[TaskOutcome], rank: int = 0) -> list[str]:
             f"[rank {rank}] generated={total_generated} reused={total_reused} skipped_sets={skipped}"]
 
 
-def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], bool, bool]:
-    """Raw option strings (the keys :func:`build_options` reads), ``train_fakes`` and ``progress``."""
+@dataclass(frozen=True)
+class LaunchFlags:
+    """The options of ``quantfake generate`` that do not decide the images (so not in option_specs)."""
+
+    train_fakes: bool = True
+    progress: bool = True
+    cpu_affinity: str = "auto"
+
+
+def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], LaunchFlags]:
+    """Raw option strings (the keys :func:`build_options` reads) and the launch-only flags."""
     parser = argparse.ArgumentParser(
         prog="quantfake generate",
         description="Generate the paired fakes of a bench run into the store; shard with `accelerate launch`.")
@@ -205,41 +217,155 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], bool, bool]:
     parser.add_argument("--no-train-fakes", action="store_true",
                         help="tiny profile: skip the fp32 fakes that train the tiny detectors")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    parser.add_argument("--cpu-affinity", choices=AFFINITY_CHOICES, default="auto",
+                        help="auto (default): when several processes share the host, pin each to its own whole "
+                             "physical cores, near its GPU's NUMA node; none: leave them as launched")
     ns = parser.parse_args(list(argv))
     raw = {option.key: getattr(ns, option.key) for option in GENERATE_OPTIONS}
-    return raw, not ns.no_train_fakes, not ns.no_progress
+    return raw, LaunchFlags(not ns.no_train_fakes, not ns.no_progress, ns.cpu_affinity)
+
+
+def start_from_stat(stat: str, now: float, boottime: float, ticks_per_s: int) -> float:
+    """A process's start (epoch seconds) from its ``/proc/<pid>/stat`` line: field 22 counts clock ticks
+    since boot, so the start is ``now`` minus the age on the boot-time clock. (psutil adds the ticks to
+    ``btime``, which is whole seconds: up to a second off against ``time.time()``, too coarse here.)"""
+    fields = stat.rsplit(")", 1)[1].split()  # the command name, in parentheses, may hold spaces
+    return now - (boottime - int(fields[19]) / ticks_per_s)
+
+
+def process_start_time() -> float:
+    """When the OS started this process (epoch seconds): the phases then include interpreter start and imports."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        return start_from_stat(stat, time.time(), time.clock_gettime(time.CLOCK_BOOTTIME), os.sysconf("SC_CLK_TCK"))
+    except (OSError, AttributeError, ValueError, IndexError):  # not Linux
+        import psutil
+
+        return psutil.Process().create_time()
+
+
+def init_coordination_group() -> None:
+    """Form the default process group over gloo when launched with several processes.
+
+    generate only broadcasts a claims-folder name and waits at barriers, which never need GPU collectives;
+    formed here before accelerate's ``PartialState`` (which then keeps it), no NCCL communicator is ever built.
+    torchrun and ``accelerate launch --multi_gpu`` set ``WORLD_SIZE``; ``accelerate launch --cpu`` without
+    mpirun starts one process and sets none.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group(backend="gloo")
+
+
+def barrier() -> None:
+    """Wait for every process of the launch (a no-op in one process); gloo, on the CPU."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def gpu_numa_nodes(n_local: int) -> list[int | None]:
+    """The NUMA node of each local rank's GPU (rank i runs on ``cuda:i % device_count``, as accelerate pins),
+    None where unknown: no CUDA, no PCI ids in this torch, or no sysfs entry."""
+    import torch
+
+    from quantfake.cpu_affinity import pci_address, pci_numa_node
+
+    if not torch.cuda.is_available():
+        return [None] * n_local
+    nodes: list[int | None] = []
+    for rank in range(n_local):
+        props = torch.cuda.get_device_properties(rank % torch.cuda.device_count())
+        ids = [getattr(props, name, None) for name in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
+        nodes.append(pci_numa_node(pci_address(*ids)) if all(isinstance(i, int) for i in ids) else None)
+    return nodes
+
+
+def apply_cpu_affinity(mode: str, local_rank: int, n_local: int) -> str:
+    """``--cpu-affinity``: pin this rank to its share of whole cores and use as many torch threads; what was
+    done, for the phase line. One local process, or ``none``: nothing changes."""
+    import torch
+
+    from quantfake.cpu_affinity import cpu_list, pin, read_topology, split_cores
+
+    if mode == "none" or n_local <= 1:
+        return f"cpus as launched, {torch.get_num_threads()} threads"
+    mine = split_cores(read_topology(), gpu_numa_nodes(n_local))[local_rank]
+    cpus = pin(mine)
+    torch.set_num_threads(len(mine))
+    return f"cores {cpu_list(cpus)}, {len(mine)} threads"
+
+
+#: The start-up and finish phases each rank stamps, in order (see :func:`phase_line`).
+PHASES = ("imports", "group", "folders", "work", "done", "barrier")
+
+
+def phase_line(rank: int, started: float, stamps: Mapping[str, float], details: Sequence[str] = ()) -> str:
+    """One line of a rank's phases in seconds since its process started (epoch ``started``), which is printed
+    too, so a launcher script can add its own start: the launch's cost, then each rank's start-up."""
+    phases = ", ".join(f"{name} {stamps[name] - started:.1f}" for name in ("started", *PHASES) if name in stamps)
+    return f"[rank {rank}] phases: {phases} s (process start at {started:.3f}{''.join(f'; {d}' for d in details)})"
+
+
+PHASE_RE = re.compile(r"^\[rank (\d+)\] phases: (.*) s \(process start at ([\d.]+)")
+
+
+def launch_offset_lines(log: str, launched_at: float) -> list[str]:
+    """Per rank, from the phase lines of a launch log: seconds from ``launched_at`` (the script's clock before
+    the launcher) to the rank's process start (the launcher's own cost) and to its work start (plus start-up)."""
+    lines = []
+    for rank, phases, started in sorted((m.groups() for m in map(PHASE_RE.match, log.splitlines()) if m),
+                                        key=lambda g: int(g[0])):
+        offsets = dict(p.rsplit(" ", 1) for p in phases.split(", "))
+        begin = float(started) - launched_at
+        lines.append(f"[rank {rank}] launch -> process start {begin:.1f} s, -> work start "
+                     f"{begin + float(offsets['work']):.1f} s")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Plan the jobs, take this process's share, generate, print a summary. Exit 2 on a bad id."""
-    raw, train_fakes, progress = parse_args(sys.argv[1:] if argv is None else argv)
+    stamps = {"started": process_start_time()}
+    raw, flags = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         options = build_options(raw)
     except (UnknownIdError, ValueError) as exc:
         print(f"quantfake generate: {exc}", file=sys.stderr)
         return 2
     import torch
+    import torch.distributed as dist
     from accelerate import PartialState
 
     from quantfake.environment import quiet_libraries
 
     quiet_libraries()
-    # accelerate forms a multi-process CPU group (gloo) only when told the processes are on the CPU
+    stamps["imports"] = time.time()
+    init_coordination_group()
+    # accelerate keeps the group formed above; alone (or under mpirun) it forms gloo only when told the CPU is used
     state = PartialState(cpu=options.device == "cpu" or not torch.cuda.is_available())
+    backend = str(dist.get_backend()) if dist.is_initialized() else "none"
+    stamps["group"] = time.time()
+    rank = state.process_index
     device = process_device(options.device, state.num_processes, str(state.device))
     if device.startswith("cuda:"):
         torch.cuda.set_device(device)  # libraries that default to "cuda" then use this process's GPU
+    n_local = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
+    affinity = apply_cpu_affinity(flags.cpu_affinity, state.local_process_index, n_local)
     options = dataclasses.replace(options, device=device)
-    jobs = plan_jobs(options, train_fakes=train_fakes)
-    with state.main_process_first():  # transformers saves weights on rank 0 only (store.check_saved_pipeline)
-        prepare_model_folders(options, jobs)
+    jobs = plan_jobs(options, train_fakes=flags.train_fakes)
+    if rank != 0:  # transformers saves weights on rank 0 only (store.check_saved_pipeline): rank 0 goes first
+        barrier()
+    prepare_model_folders(options, jobs)
+    if rank == 0:
+        barrier()
+    stamps["folders"] = time.time()
     by_id = {j.id: j for j in jobs}
     units = offered_units(options, jobs, state.num_processes)
     if state.num_processes > 1:  # one claims folder per launch, named by rank 0
-        from accelerate.utils import broadcast_object_list
-
         token = [f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"]
-        broadcast_object_list(token)
+        dist.broadcast_object_list(token, src=0)
         units = claim(units, Store(options.store).root / "claims" / token[0])
     mine: list[Unit] = []
     spans: list[list[float]] = []  # [claimed at, done at] per unit, seconds since this rank started work
@@ -254,19 +380,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if spans:
             spans[-1][1] = time.perf_counter() - start
 
+    stamps["work"] = time.time()
     start = time.perf_counter()
-    outcomes = run_jobs(options, work(), rank=state.process_index, progress=progress)
+    outcomes = run_jobs(options, work(), rank=rank, progress=flags.progress)
     busy = time.perf_counter() - start
-    rank = state.process_index
+    stamps["done"] = time.time()
     print(f"[rank {rank}/{state.num_processes}] {len(mine)} units ({', '.join(map(unit_name, mine)) or 'none'}) "
           f"of {len(jobs)} jobs on {device} in {busy:.1f} s, store {options.store}")
     print("\n".join(summary_lines(outcomes, rank=rank)), flush=True)
     print("\n".join(timeline_lines(mine, [len(by_id[u.key].tasks) for u in mine], spans, outcomes, rank)),
           flush=True)
-    state.wait_for_everyone()
+    barrier()
+    stamps["barrier"] = time.time()
     print(f"[rank {rank}] timeline: busy {busy:.1f} s, then waited {time.perf_counter() - start - busy:.1f} s "
           "for the other ranks", flush=True)
-    state.destroy_process_group()
+    print(phase_line(rank, stamps["started"], stamps, [f"group {backend}", affinity]), flush=True)
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 1 if any(o.status in ("missing", "refused") for o in outcomes) else 0
 
 

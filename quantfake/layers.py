@@ -24,7 +24,7 @@ FORBIDDEN = ("pytest", "_pytest")
 #: module places it, so a submodule can sit apart from its package.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("quantfake", "quantfake.errors", "quantfake.measure", "quantfake.store", "quantfake.environment",
-                    "quantfake.image_io", "quantfake.integrity", "quantfake.packing", "quantfake.latency_stats", "quantfake.auc",
+                    "quantfake.image_io", "quantfake.integrity", "quantfake.packing", "quantfake.cpu_affinity", "quantfake.latency_stats", "quantfake.auc",
                     "quantfake.layers")),
     ("registries", ("quantfake.profiles", "quantfake.precisions", "quantfake.generators", "quantfake.grids",
                     "quantfake.detectors.registry", "quantfake.detectors.preprocessing",

@@ -6,10 +6,17 @@
 #                   the stages (two lists may run at once, one per GPU: SERIAL_GPU=0 ... & SERIAL_GPU=1 ...)
 #   STAGE=weights   only build the random model folders and detector weights (before concurrent serial stages)
 #   STAGE=parallel  `accelerate launch --num_processes $NGPU` of the same generate over all of SERIAL_SETS' jobs
-#                   (heaviest first, heavy jobs split by chunks), then `pytest bench -n $NGPU` over that store;
-#                   then both stores compared file by file and both bench records cell by cell
+#                   (heaviest first, heavy jobs split by chunks) with --cpu-affinity $CPU_AFFINITY (auto|none,
+#                   default auto) into its own store $WORK/parallel_${TAG:-$CPU_AFFINITY}, then `pytest bench -n $NGPU`
+#                   over that store; then both stores compared file by file and both bench records cell by cell
+#   BENCH=0         skip the bench and the comparisons (measure generate only)
+# Both stages print, per rank, the seconds from the script's clock before the launch to the rank's process start
+# (the launcher's cost) and to its work start (plus interpreter, imports, process group, model folders), read
+# from the ranks' `phases:` lines, and the parallel stage counts NCCL's log lines (NCCL_DEBUG=INFO: 0 expected,
+# the ranks coordinate over gloo).
 # Usage (repository root, GPU host, wheels in .whl/): OUT=/dir STAGE=serial GENERATORS=flux scripts/gpu_generate_multi.sh
-#   CPU rehearsal: DEVICE=cpu PROFILE=tiny GENERATORS=sd3 N_IMAGES=4 NGPU=2 STAGE=... (accelerate's --cpu)
+#   CPU rehearsal: DEVICE=cpu PROFILE=tiny GENERATORS=sd3 N_IMAGES=4 NGPU=2 STAGE=... (torchrun: `accelerate
+#   launch --cpu` starts one process unless given an mpirun hostfile)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-reports/gpu}"; mkdir -p "$OUT"
@@ -17,7 +24,7 @@ WORK="${WORK:-/tmp/qf-gen}"; mkdir -p "$WORK"
 STAGE="${STAGE:?STAGE=serial or parallel}"; PROFILE="${PROFILE:-random}"; DEVICE="${DEVICE:-cuda}"
 GENERATORS="${GENERATORS:-flux,sd3,sdxl}"; SERIAL_GPU="${SERIAL_GPU:-0}"; PRECISIONS="${PRECISIONS:-bf16,nf4}"; N_IMAGES="${N_IMAGES:-16}"
 NGPU="${NGPU:-$(nvidia-smi --list-gpus 2>/dev/null | wc -l)}"; STAGE_TIMEOUT_S="${STAGE_TIMEOUT_S:-560}"
-PYTHON="${PYTHON:-python3}"
+PYTHON="${PYTHON:-python3}"; CPU_AFFINITY="${CPU_AFFINITY:-auto}"; RUN_BENCH="${BENCH:-1}"
 if compgen -G ".whl/*.whl" > /dev/null && [ ! -d /tmp/site/diffusers ]; then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi
@@ -32,6 +39,10 @@ BENCH=(bench/test_detection.py -p no:cacheprovider -q -rfEs --grid full --device
 [ "$PROFILE" = random ] && BENCH+=(--weights-dir "$WEIGHTS")
 now() { "$PYTHON" -c "import time; print(time.time())"; }
 since() { "$PYTHON" -c "import time; print(round(time.time() - $1, 1))"; }
+launch_offsets() {  # $1 the clock before the launch, $2 the log holding the ranks' phase lines
+  "$PYTHON" -c "import sys; from quantfake.distributed import launch_offset_lines as f
+print(*f(open(sys.argv[2]).read(), float(sys.argv[1])), sep='\n')" "$1" "$2"
+}
 
 stage_bench() {  # $1 store, $2 label, $3 generators, rest: xdist args
   local store=$1 label=$2 gens=$3; shift 3
@@ -59,34 +70,43 @@ serial)
     > "$OUT/generate_serial_${GENERATORS//,/_}.log" 2>&1
   echo "generate serial [$GENERATORS] on GPU $SERIAL_GPU rc=$? wall_s=$(since "$t0")" | tee -a "$OUT/walls.txt"
   tail -n 3 "$OUT/generate_serial_${GENERATORS//,/_}.log"
+  launch_offsets "$t0" "$OUT/generate_serial_${GENERATORS//,/_}.log" | tee -a "$OUT/walls.txt"
+  [ "$RUN_BENCH" = 0 ] && exit 0
   CUDA_VISIBLE_DEVICES=$SERIAL_GPU stage_bench "$WORK/serial" "serial_${GENERATORS//,/_}" "$GENERATORS" -n 0
   ;;
 parallel)
   ALL="${SERIAL_SETS:-$GENERATORS}"
   if [ -n "${LAUNCHER:-}" ]; then read -r -a launch <<< "$LAUNCHER"  # e.g. "torchrun --nproc_per_node 2"
-  else launch=(accelerate launch --num_processes "$NGPU" --num_machines 1 --mixed_precision no --dynamo_backend no)
-    [ "$DEVICE" = cpu ] && launch+=(--cpu) || launch+=(--multi_gpu)
+  elif [ "$DEVICE" = cpu ]; then launch=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NGPU")
+  else  # the launch subcommand alone: the `accelerate` entry point imports every subcommand (estimate: timm)
+    launch=("$PYTHON" -m accelerate.commands.launch --num_processes "$NGPU" --num_machines 1 --mixed_precision no
+            --dynamo_backend no --multi_gpu)
   fi
+  label="parallel_${TAG:-$CPU_AFFINITY}"; log="$OUT/generate_$label.log"  # TAG: another launcher, own store
   t0=$(now)
-  QUANTFAKE_STORE="$WORK/parallel" timeout --signal=INT "$STAGE_TIMEOUT_S" "${launch[@]}" -m quantfake.distributed \
-    "${COMMON[@]}" --generators "$ALL" --no-progress > "$OUT/generate_parallel.log" 2>&1
-  echo "generate parallel [$ALL] x$NGPU rc=$? wall_s=$(since "$t0")" | tee -a "$OUT/walls.txt"
-  grep -E "^\[rank" "$OUT/generate_parallel.log" | sort -s -k1,2 | tee -a "$OUT/walls.txt"
-  stage_bench "$WORK/parallel" parallel "$ALL" -n "$NGPU" --dist loadgroup
-  "$PYTHON" - "$WORK/serial" "$WORK/parallel" "$OUT" <<'PY' | tee "$OUT/equality.txt"
+  QUANTFAKE_STORE="$WORK/$label" NCCL_DEBUG=INFO timeout --signal=INT "$STAGE_TIMEOUT_S" "${launch[@]}" \
+    -m quantfake.distributed "${COMMON[@]}" --generators "$ALL" --no-progress --cpu-affinity "$CPU_AFFINITY" \
+    > "$log" 2>&1
+  echo "generate $label [$ALL] x$NGPU rc=$? wall_s=$(since "$t0")" | tee -a "$OUT/walls.txt"
+  grep -E "^\[rank" "$log" | sort -s -k1,2 | tee -a "$OUT/walls.txt"
+  launch_offsets "$t0" "$log" | tee -a "$OUT/walls.txt"
+  echo "NCCL log lines: $(grep -c "NCCL INFO" "$log")" | tee -a "$OUT/walls.txt"
+  [ "$RUN_BENCH" = 0 ] && exit 0
+  stage_bench "$WORK/$label" "$label" "$ALL" -n "$NGPU" --dist loadgroup
+  "$PYTHON" - "$WORK/serial" "$WORK/$label" "$OUT" "$label" <<'PY' | tee "$OUT/equality_$label.txt"
 import glob, hashlib, json, os, sys
-serial, parallel, out = sys.argv[1:4]
+serial, parallel, out, label = sys.argv[1:5]
 def files(root):
     return {os.path.relpath(p, root): hashlib.sha256(open(p, "rb").read()).hexdigest()
             for p in glob.glob(f"{root}/images/*/*.png")}
 a, b = files(serial), files(parallel)
 print(f"images serial {len(a)} parallel {len(b)}; same path and bytes {sum(a.get(k) == v for k, v in b.items())}")
 recs = {}
-for name in ("serial", "parallel"):
+for name in ("serial", label):
     recs[name] = {}
     for path in sorted(glob.glob(f"{out}/record_{name}*.json")):
         recs[name].update({c["cell_id"]: c for c in json.load(open(path))["cells"]})
-s, p = recs["serial"], recs["parallel"]
+s, p = recs["serial"], recs[label]
 same = [k for k in s if k in p and s[k]["metrics"] == p[k]["metrics"] and s[k]["ci95"] == p[k]["ci95"]]
 print(f"cells serial {len(s)} parallel {len(p)}; metrics+CIs bitwise equal {len(same)}")
 for k in sorted(set(s) ^ set(p)): print("only in one run:", k)

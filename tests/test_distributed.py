@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from quantfake.cpu_affinity import read_topology
 from quantfake.distributed import main, plan_jobs, process_device
 from quantfake.generate import GenerationRequest, generate
 from quantfake.generators import GENERATORS
@@ -91,6 +96,7 @@ def test_process_device_pins_each_rank_unless_cpu_is_asked() -> None:
     assert process_device("cuda", 4, "cuda:3") == "cuda:3"
     assert process_device(None, 4, "cuda:2") == "cuda:2"
     assert process_device("cpu", 4, "cuda:2") == "cpu"
+    assert process_device(None, 2, "cpu:0") == "cpu", "torchrun on the CPU: plain 'cpu', as --device cpu gives"
 
 
 def test_unknown_id_exits_2_listing_valid_ids(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -256,3 +262,91 @@ def test_timeline_lines_attribute_each_units_own_generation_time():
     assert "generate   10.0, load/other   5.0" in lines[0]
     assert "generate   12.0, load/other   1.0" in lines[1]
     assert "generate    7.0, load/other   5.0" in lines[2]
+
+
+def test_phase_line_counts_from_the_process_start_and_the_launch_offsets_read_it_back() -> None:
+    from quantfake.distributed import PHASES, launch_offset_lines, phase_line
+
+    start = 1_700_000_000.25
+    stamps = {"started": start, **{name: start + at for name, at in zip(PHASES, (6.1, 8.3, 9.0, 9.1, 302.0, 302.4), strict=True)}}
+    line = phase_line(0, start, stamps, ["group gloo", "cores 0-7,16-23, 8 threads"])
+    assert line == ("[rank 0] phases: started 0.0, imports 6.1, group 8.3, folders 9.0, work 9.1, done 302.0, "
+                    "barrier 302.4 s (process start at 1700000000.250; group gloo; cores 0-7,16-23, 8 threads)")
+    later = phase_line(1, start + 2.0, {**stamps, "started": start + 2.0})
+    log = "\n".join(["noise", later, "[rank 1] timeline: busy 1.0 s", line])
+    assert launch_offset_lines(log, launched_at=start - 10.0) == [
+        "[rank 0] launch -> process start 10.0 s, -> work start 19.1 s",
+        "[rank 1] launch -> process start 12.0 s, -> work start 19.1 s"]
+
+
+@pytest.mark.slow
+def test_two_process_launch_on_the_cpu_makes_the_one_process_bytes(capsys: pytest.CaptureFixture[str],
+                                                                    tmp_path: Path, tiny_models: Path) -> None:
+    """torchrun with 2 CPU processes (``accelerate launch --cpu`` starts only one without mpirun): the ranks
+    coordinate over gloo, pin disjoint cores, claim each set once, and write the bytes of a 1-process run."""
+    single, pair = (_fresh_store(tmp_path / name, tiny_models) for name in ("single", "pair"))
+    assert main([*SLICE, "--store", str(single), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    two_cpus = sorted(os.sched_getaffinity(0))[:2]  # at most one thread a rank, as this module's reference uses
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "quantfake.distributed", *SLICE, "--store", str(pair), "--cpu-affinity", "auto"],
+        capture_output=True, text=True, timeout=600, preexec_fn=lambda: os.sched_setaffinity(0, two_cpus))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    totals = [tuple(int(x) for x in t) for t in TOTAL_RE.findall(out)]
+    assert len(totals) == 2 and sum(t[0] for t in totals) == 8 and all(t[1:] == (0, 0) for t in totals), out
+    phases = sorted(re.findall(r"\[rank (\d)\] phases: .*work [\d.]+.*barrier [\d.]+ s \(process start at "
+                               r"[\d.]+; group gloo; cores ([\d,-]+), 1 threads\)", out))
+    assert [rank for rank, _ in phases] == ["0", "1"], out
+    if len(two_cpus) == 2 and len({tuple(c.cpus) for c in read_topology(two_cpus)}) == 2:
+        assert phases[0][1] != phases[1][1], "two physical cores: one each"
+    assert len(list((pair / "claims").glob("*/*"))) == 2, "each set claimed once"
+    reference = {p.relative_to(single): p.read_bytes() for p in (single / "images").rglob("*.png")}
+    assert len(reference) == 8
+    assert {p.relative_to(pair): p.read_bytes() for p in (pair / "images").rglob("*.png")} == reference
+    assert {json.loads(p.read_text())["device"] for p in (pair / "images").glob("*/request.json")} == {"cpu"}
+
+
+def test_gpu_numa_nodes_map_each_local_rank_to_its_gpus_pci_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA side of --cpu-affinity without a GPU: rank i reads cuda:(i % count)'s PCI ids; a torch without
+    them, or a device sysfs does not know, gives no preference."""
+    from types import SimpleNamespace
+
+    import quantfake.cpu_affinity as cpu_affinity
+    from quantfake.distributed import apply_cpu_affinity, gpu_numa_nodes
+
+    props = [SimpleNamespace(pci_domain_id=0, pci_bus_id=0x1B, pci_device_id=0),
+             SimpleNamespace(pci_domain_id=0, pci_bus_id=0xDC, pci_device_id=0), SimpleNamespace()]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(props))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
+    monkeypatch.setattr(cpu_affinity, "pci_numa_node", {"0000:1b:00.0": 0, "0000:dc:00.0": 1}.get)
+    assert gpu_numa_nodes(4) == [0, 1, None, 0]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_numa_nodes(2) == [None, None]
+    before = os.sched_getaffinity(0)
+    assert apply_cpu_affinity("none", 0, 2).startswith("cpus as launched")
+    assert apply_cpu_affinity("auto", 0, 1).startswith("cpus as launched"), "one local process: nothing to split"
+    assert os.sched_getaffinity(0) == before
+
+
+def test_cpu_affinity_option_defaults_to_auto_and_refuses_other_values(capsys: pytest.CaptureFixture[str]) -> None:
+    from quantfake.distributed import LaunchFlags, parse_args
+
+    assert parse_args([])[1] == LaunchFlags(train_fakes=True, progress=True, cpu_affinity="auto")
+    assert parse_args(["--cpu-affinity", "none", "--no-progress"])[1].cpu_affinity == "none"
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--cpu-affinity", "numa"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'numa'" in err and "'auto'" in err and "'none'" in err
+
+
+def test_process_start_is_read_from_the_boot_clock_ticks_of_proc_stat() -> None:
+    from quantfake.distributed import process_start_time, start_from_stat
+
+    stat = "4242 (python -m (x)) S 1 4242 4242 0 -1 4194560 " + " ".join(["0"] * 12) + " 150000 512 0"
+    assert start_from_stat(stat, now=1_000_000.0, boottime=2000.0, ticks_per_s=100) == 1_000_000.0 - 500.0
+    started = process_start_time()
+    assert started <= time.time() and time.time() - started < 24 * 3600

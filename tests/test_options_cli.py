@@ -64,7 +64,7 @@ def test_bench_and_generate_options_come_from_one_registry(pytestconfig: pytest.
 
     for option in BENCH_OPTIONS:  # every spec is a pytest option under its build_options key
         pytestconfig.getoption(option.key)
-    raw, _, _ = parse_args(["--n-images", "3", "--gen-batch-size", "2", "--compile"])
+    raw, _ = parse_args(["--n-images", "3", "--gen-batch-size", "2", "--compile"])
     assert set(raw) == {o.key for o in GENERATE_OPTIONS} and set(raw) < {o.key for o in BENCH_OPTIONS}
     assert (raw["n_images"], raw["batch_size"], raw["compile"], raw["steps"]) == ("3", "2", True, "")
 
