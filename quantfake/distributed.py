@@ -204,7 +204,7 @@ class LaunchFlags:
 
     train_fakes: bool = True
     progress: bool = True
-    cpu_affinity: str = "auto"
+    cpu_affinity: str = "none"  # "auto" stays opt-in until a GPU run shows it helps
 
 
 def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], LaunchFlags]:
@@ -217,9 +217,10 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], LaunchFlags]:
     parser.add_argument("--no-train-fakes", action="store_true",
                         help="tiny profile: skip the fp32 fakes that train the tiny detectors")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
-    parser.add_argument("--cpu-affinity", choices=AFFINITY_CHOICES, default="auto",
-                        help="auto (default): when several processes share the host, pin each to its own whole "
-                             "physical cores, near its GPU's NUMA node; none: leave them as launched")
+    parser.add_argument("--cpu-affinity", choices=AFFINITY_CHOICES, default="none",
+                        help="auto: when several processes share the host, pin each to its own whole "
+                             "physical cores, near its GPU's NUMA node; none (the default until a GPU run shows "
+                             "auto helps): leave them as launched")
     ns = parser.parse_args(list(argv))
     raw = {option.key: getattr(ns, option.key) for option in GENERATE_OPTIONS}
     return raw, LaunchFlags(not ns.no_train_fakes, not ns.no_progress, ns.cpu_affinity)
