@@ -37,7 +37,11 @@ def load(folder: Path) -> pd.DataFrame:
                                      "when": when} for b in payload["benchmarks"]]))
     if not frames:
         raise SystemExit(f"no pytest-benchmark JSON in {folder}")
-    return pd.concat(frames, ignore_index=True)
+    frame = pd.concat(frames, ignore_index=True)
+    frame["compile"] = _extra(frame, "compile").fillna(False).astype(bool)
+    # runs before the end-to-end cells had their own batch timed one image
+    frame["e2e_images"] = _extra(frame, "e2e_images").fillna(1)
+    return frame
 
 
 def _extra(frame: pd.DataFrame, key: str) -> pd.Series:
@@ -49,10 +53,7 @@ def generator_cells(frame: pd.DataFrame, measure: str = "step_ms") -> pd.DataFra
     """The generator rows that have ``measure``, one per generator x precision x compile (x batch for end-to-end
     cells); the grid's cell beats the smoke's."""
     gen = frame[_extra(frame, measure).notna()].copy()
-    gen["compile"] = gen["compile"].fillna(False).astype(bool)
     gen["smoke"] = gen["file"].str.contains("smoke")
-    if measure == "e2e_ms_per_image":  # runs before the end-to-end cells had their own batch timed one image
-        gen["e2e_images"] = _extra(gen, "e2e_images").fillna(1)
     key = ["generator", "precision", "compile"] + (["e2e_images"] if measure == "e2e_ms_per_image" else [])
     return gen.sort_values("smoke").drop_duplicates(key)
 
@@ -60,9 +61,8 @@ def generator_cells(frame: pd.DataFrame, measure: str = "step_ms") -> pd.DataFra
 def same_session_bf16(frame: pd.DataFrame, row: pd.Series, measure: str, match: tuple[str, ...] = ()) -> float | None:
     """The eager bf16 ``measure`` of the row's generator from the run nearest in time to the row's own, so a
     ratio compares cells of one machine session (a later call on the same warm machine may hold no bf16 cell)."""
-    frame = frame.assign(e2e_images=_extra(frame, "e2e_images").fillna(1))
     ref = frame[(frame["generator"] == row["generator"]) & (frame["precision"] == "bf16")
-                & ~frame["compile"].fillna(False).astype(bool) & frame[measure].notna()]
+                & ~frame["compile"] & frame[measure].notna()]
     for column in match:
         ref = ref[ref[column] == row[column]]
     if ref.empty:
