@@ -25,6 +25,7 @@ from typing import Any
 
 from quantfake.cpu_affinity import AFFINITY_CHOICES
 from quantfake.errors import MemoryBudgetError, MissingWeightsError, PrecisionUnavailable, UnknownIdError
+from quantfake.measure.cpu_use import CpuUse, cpu_use
 from quantfake.option_specs import GENERATE_OPTIONS
 from quantfake.options import BenchOptions, build_options
 from quantfake.packing import Unit, heaviest_first, lpt, split_heavy
@@ -370,16 +371,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         units = claim(units, Store(options.store).root / "claims" / token[0])
     mine: list[Unit] = []
     spans: list[list[float]] = []  # [claimed at, done at] per unit, seconds since this rank started work
+    used: list[CpuUse] = []  # per unit: this process's CPU over that span (see quantfake.measure.cpu_use)
 
     def work() -> Iterator[tuple[Job, tuple[int, int]]]:
+        began = cpu_use()
         for unit in units:
             if spans:  # asking for the next unit means the previous one is done
                 spans[-1][1] = time.perf_counter() - start
+                now = cpu_use()
+                used[-1], began = now - began, now
             mine.append(unit)
             spans.append([time.perf_counter() - start, 0.0])
+            used.append(CpuUse(0.0, 0, 0.0))
             yield by_id[unit.key], (unit.shard, unit.shards)
         if spans:
             spans[-1][1] = time.perf_counter() - start
+            used[-1] = cpu_use() - began
 
     stamps["work"] = time.time()
     start = time.perf_counter()
@@ -389,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"[rank {rank}/{state.num_processes}] {len(mine)} units ({', '.join(map(unit_name, mine)) or 'none'}) "
           f"of {len(jobs)} jobs on {device} in {busy:.1f} s, store {options.store}")
     print("\n".join(summary_lines(outcomes, rank=rank)), flush=True)
-    print("\n".join(timeline_lines(mine, [len(by_id[u.key].tasks) for u in mine], spans, outcomes, rank)),
+    print("\n".join(timeline_lines(mine, [len(by_id[u.key].tasks) for u in mine], spans, outcomes, rank, used)),
           flush=True)
     barrier()
     stamps["barrier"] = time.time()
@@ -407,16 +414,20 @@ def unit_name(unit: Unit) -> str:
 
 
 def timeline_lines(units: Sequence[Unit], task_counts: Sequence[int], spans: Sequence[Sequence[float]],
-                   outcomes: Sequence[TaskOutcome], rank: int) -> list[str]:
+                   outcomes: Sequence[TaskOutcome], rank: int,
+                   used: Sequence[CpuUse] | None = None) -> list[str]:
     """One line per unit this rank ran: when it was claimed and done, and how much of that was generation
-    (the rest is loading and quantizing the pipeline, and the store); what explains a multi-GPU remainder."""
+    (the rest is loading and quantizing the pipeline, and the store), with the CPU it used when ``used`` is
+    given; what explains a multi-GPU remainder."""
     lines, first = [], 0
     # run_jobs gives one outcome per task of each unit, in order
-    for unit, n_tasks, (began, ended) in zip(units, task_counts, spans, strict=True):
+    for i, (unit, n_tasks, (began, ended)) in enumerate(zip(units, task_counts, spans, strict=True)):
         generating = sum(o.seconds for o in outcomes[first:first + n_tasks])
         first += n_tasks
+        cpu = f"; {used[i].describe()}" if used is not None else ""
         lines.append(f"[rank {rank}] timeline: {unit_name(unit):<22} {began:7.1f} -> {ended:7.1f} s "
-                     f"({ended - began:6.1f} s: generate {generating:6.1f}, load/other {ended - began - generating:5.1f})")
+                     f"({ended - began:6.1f} s: generate {generating:6.1f}, load/other {ended - began - generating:5.1f}"
+                     f"{cpu})")
     return lines
 
 

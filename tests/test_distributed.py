@@ -350,3 +350,25 @@ def test_process_start_is_read_from_the_boot_clock_ticks_of_proc_stat() -> None:
     assert start_from_stat(stat, now=1_000_000.0, boottime=2000.0, ticks_per_s=100) == 1_000_000.0 - 500.0
     started = process_start_time()
     assert started <= time.time() and time.time() - started < 24 * 3600
+
+
+def test_timeline_lines_add_each_units_cpu_use_and_cpu_use_counts_this_threads_work() -> None:
+    """The CPU columns tell a slower core (main-thread CPU grows) from preemption or waiting; a busy loop on
+    the calling thread shows up in its thread CPU seconds, a sleep does not."""
+    import time
+
+    from quantfake.distributed import TaskOutcome, timeline_lines
+    from quantfake.measure.cpu_use import CpuUse, cpu_use
+    from quantfake.packing import Unit
+
+    before = cpu_use()
+    end = time.thread_time() + 0.2
+    while time.thread_time() < end:
+        pass
+    time.sleep(0.2)
+    spent = cpu_use() - before
+    assert 0.2 <= spent.thread_s < 0.35 and spent.process_s >= spent.thread_s and spent.preempted >= 0
+    lines = timeline_lines([Unit("sdxl-nf4", 1.0)], [1], [[0.0, 96.0]],
+                           [TaskOutcome("sdxl-nf4", "txt2img", "eval", seconds=90.0)], rank=0,
+                           used=[CpuUse(88.04, 12, 131.5)])
+    assert lines[0].endswith("load/other   6.0; main thread cpu 88.0 s, 12 preemptions; all threads cpu 131.5 s)")
