@@ -7,12 +7,17 @@ conventions within one cache.  The cache key is (image, detector id [+ input rep
 when not RGB], detector precision (with the calibration set's hash for a calibrated quantized detector),
 checkpoint SHA-256, preprocessing-policy SHA-256): anything that changes a score changes it.
 
+A batch that runs out of memory is halved and retried (a full-resolution detector such as r50nodown holds
+about 1 GiB per 1024 px image in each early layer: 16 such images asked for a 16 GiB tensor on an 80 GiB H100,
+benchmarks/multigpu_h100), and the batch that fit is remembered for that detector, device and image size.
+
 Scoring runs the module as it is: an ``fp32`` detector computes in fp32 on every device (as every upstream
 test script does); mixed precision is the explicit detector precision ``fp16amp`` / ``bf16amp``.
 """
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -113,20 +118,62 @@ def score_images(
         for i, key in enumerate(keys):
             if key in hits:
                 scores[i] = hits[key]
-    module = detector.module
+    fit_key = (detector.token, str(device), pil[todo[0]].size) if todo else None
+    size = min(batch_size, _FITTING_BATCH.get(fit_key, batch_size))
     bar = tqdm(total=len(todo), desc=f"score {detector.spec.id}", unit="img", disable=not progress or not todo)
     with torch.inference_mode(), bar:
-        for start in range(0, len(todo), batch_size):
-            idx = todo[start : start + batch_size]
-            batch = detector.preprocess([pil[i] for i in idx]).to(device)
-            param = next(module.parameters(), None)
-            if param is not None and param.is_floating_point():
-                batch = batch.to(param.dtype)
-            out = module(batch).float().reshape(len(idx), -1)
-            if out.shape[1] != 1:
-                raise RuntimeError(f"{detector.spec.id} returned {out.shape[1]} values per image, expected 1")
-            scores[idx] = out[:, 0].cpu().numpy().astype(np.float64)
+        start = 0
+        while start < len(todo):
+            idx = todo[start : start + size]
+            try:
+                out = _forward(detector, [pil[i] for i in idx], device)
+            except RuntimeError as exc:
+                if size == 1 or not should_reduce_batch_size(exc):
+                    raise
+                out = None  # the exception (and the activations its traceback holds) is freed on leaving here
+            if out is None:
+                size //= 2
+                _FITTING_BATCH[fit_key] = size
+                _release(device)
+                continue
+            scores[idx] = out
             if cache is not None:
                 cache.put_many({keys[i]: scores[i] for i in idx})
             bar.update(len(idx))
+            start += len(idx)
     return scores
+
+
+#: The largest batch known to fit per (detector token, device, first image's size), once one ran out of memory:
+#: later calls in the process start there instead of running out of memory again in every cell.
+_FITTING_BATCH: dict[object, int] = {}
+
+
+def _forward(detector: LoadedDetector, images: list, device: torch.device) -> np.ndarray:
+    """One batch's scores (float64) through the module as it is, inputs cast to its floating dtype."""
+    module = detector.module
+    batch = detector.preprocess(images).to(device)
+    param = next(module.parameters(), None)
+    if param is not None and param.is_floating_point():
+        batch = batch.to(param.dtype)
+    out = module(batch).float().reshape(len(images), -1)
+    if out.shape[1] != 1:
+        raise RuntimeError(f"{detector.spec.id} returned {out.shape[1]} values per image, expected 1")
+    return out[:, 0].cpu().numpy().astype(np.float64)
+
+
+def should_reduce_batch_size(exc: BaseException) -> bool:
+    """accelerate's test for an out-of-memory error (CUDA, XPU, MPS, CPU allocator). Its decorator
+    ``find_executable_batch_size`` is not used: it restarts the whole call at a smaller batch (re-scoring what was
+    done) and its shrink factor changed across versions (0.5, then 0.9); here scored batches are kept and the
+    batch is halved."""
+    from accelerate.utils.memory import should_reduce_batch_size as accelerate_says
+
+    return bool(accelerate_says(exc))
+
+
+def _release(device: torch.device) -> None:
+    """Free what the failed batch left (its tensors, the allocator's cached blocks) before the retry."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
