@@ -1,8 +1,9 @@
 """Give each local process of a multi-GPU launch its own whole physical CPU cores.
 
 Host-bound sets (bitsandbytes nf4, bf16 SDXL: thousands of small kernel launches a step) ran 27-45 % slower
-when a second rank ran beside them on the same host (benchmarks/multigpu_generate_claims); whether pinning each
-rank to its own cores, near its GPU's NUMA node, removes that is to be measured. The split is a pure function
+when a second rank ran beside them on the same host, as launched (2 H200s, benchmarks/multigpu_generate_claims).
+Pinned by this module on 2 H100s, every set of the rehearsal grid generated as fast in its rank (0-16 % faster)
+as in one process alone on the host (benchmarks/multigpu_h100), so ``auto`` is ``quantfake generate``'s default. The split is a pure function
 over a :class:`Core` list, so fake topologies test it; reading ``/sys`` and pinning are thin wrappers.
 
 Standard library only, written by hand: accelerate's ``ACCELERATE_CPU_AFFINITY`` binds each rank to its GPU's

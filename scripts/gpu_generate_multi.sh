@@ -7,7 +7,7 @@
 #   STAGE=weights   only build the random model folders and detector weights (before concurrent serial stages)
 #   STAGE=parallel  `accelerate launch --num_processes $NGPU` of the same generate over all of SERIAL_SETS' jobs
 #                   (heaviest first, heavy jobs split by chunks) with --cpu-affinity $CPU_AFFINITY (auto|none,
-#                   default none) into its own store $WORK/parallel_${TAG:-$CPU_AFFINITY}, then `pytest bench -n $NGPU`
+#                   default auto) into its own store $WORK/parallel_${TAG:-$CPU_AFFINITY}, then `pytest bench -n $NGPU`
 #                   over that store; then both stores compared file by file and both bench records cell by cell
 #   BENCH=0         skip the bench and the comparisons (measure generate only)
 # Both stages print, per rank, the seconds from the script's clock before the launch to the rank's process start
@@ -24,7 +24,7 @@ WORK="${WORK:-/tmp/qf-gen}"; mkdir -p "$WORK"
 STAGE="${STAGE:?STAGE=serial or parallel}"; PROFILE="${PROFILE:-random}"; DEVICE="${DEVICE:-cuda}"
 GENERATORS="${GENERATORS:-flux,sd3,sdxl}"; SERIAL_GPU="${SERIAL_GPU:-0}"; PRECISIONS="${PRECISIONS:-bf16,nf4}"; N_IMAGES="${N_IMAGES:-16}"
 NGPU="${NGPU:-$(nvidia-smi --list-gpus 2>/dev/null | wc -l)}"; STAGE_TIMEOUT_S="${STAGE_TIMEOUT_S:-560}"
-PYTHON="${PYTHON:-python3}"; CPU_AFFINITY="${CPU_AFFINITY:-none}"; RUN_BENCH="${BENCH:-1}"
+PYTHON="${PYTHON:-python3}"; CPU_AFFINITY="${CPU_AFFINITY:-auto}"; RUN_BENCH="${BENCH:-1}"
 if compgen -G ".whl/*.whl" > /dev/null && [ ! -d /tmp/site/diffusers ]; then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi

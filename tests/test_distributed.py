@@ -331,11 +331,11 @@ def test_gpu_numa_nodes_map_each_local_rank_to_its_gpus_pci_node(monkeypatch: py
     assert os.sched_getaffinity(0) == before
 
 
-def test_cpu_affinity_option_defaults_to_none_and_refuses_other_values(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cpu_affinity_option_defaults_to_auto_and_refuses_other_values(capsys: pytest.CaptureFixture[str]) -> None:
     from quantfake.distributed import LaunchFlags, parse_args
 
-    assert parse_args([])[1] == LaunchFlags(train_fakes=True, progress=True, cpu_affinity="none")
-    assert parse_args(["--cpu-affinity", "auto", "--no-progress"])[1].cpu_affinity == "auto"
+    assert parse_args([])[1] == LaunchFlags(train_fakes=True, progress=True, cpu_affinity="auto")
+    assert parse_args(["--cpu-affinity", "none", "--no-progress"])[1].cpu_affinity == "none"
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--cpu-affinity", "numa"])
     assert exit_info.value.code == 2
