@@ -25,6 +25,7 @@ from typing import Any
 
 from quantfake.cpu_affinity import AFFINITY_CHOICES
 from quantfake.errors import MemoryBudgetError, MissingWeightsError, PrecisionUnavailable, UnknownIdError
+from quantfake.generate_record import generate_record, write_generate_record
 from quantfake.measure.cpu_use import CpuUse, cpu_use
 from quantfake.option_specs import GENERATE_OPTIONS
 from quantfake.options import BenchOptions, build_options
@@ -404,9 +405,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"[rank {rank}] timeline: busy {busy:.1f} s, then waited {time.perf_counter() - start - busy:.1f} s "
           "for the other ranks", flush=True)
     print(phase_line(rank, stamps["started"], stamps, [f"group {backend}", affinity]), flush=True)
+    record = rank_record(options, mine, [by_id[u.key] for u in mine], spans, used, outcomes,
+                         rank=rank, num_processes=state.num_processes, device=device, stamps=stamps)
+    print(f"[rank {rank}] record: {write_generate_record(Store(options.store).root, record)}", flush=True)
     if dist.is_initialized():
         dist.destroy_process_group()
     return 1 if any(o.status in ("missing", "refused") for o in outcomes) else 0
+
+
+def rank_record(o: BenchOptions, units: Sequence[Unit], unit_jobs: Sequence[Job],
+                spans: Sequence[Sequence[float]], used: Sequence[CpuUse], outcomes: Sequence[TaskOutcome], *,
+                rank: int, num_processes: int, device: str, stamps: Mapping[str, float]) -> dict[str, Any]:
+    """This rank's :mod:`quantfake.generate_record`: its units (with their CPU use), the sets each made, and its
+    phases in seconds since its process started."""
+    unit_rows, set_rows, first = [], [], 0
+    # run_jobs gives one outcome per task of each unit, in order
+    for unit, job, (began, ended), cpu in zip(units, unit_jobs, spans, used, strict=True):
+        name = unit_name(unit)
+        unit_rows.append({"unit": name, "job": str(unit.key), "shard": unit.shard, "shards": unit.shards,
+                          "began_s": began, "ended_s": ended, **{f"cpu_{k}": v for k, v in vars(cpu).items()}})
+        set_rows += [{"unit": name, "generator": job.generator, "precision": job.precision, "mode": out.mode,
+                      "role": out.role, "generated": out.generated, "reused": out.reused, "seconds": out.seconds,
+                      "status": out.status, "key": out.key, "recipe": out.recipe}
+                     for out in outcomes[first:first + len(job.tasks)]]
+        first += len(job.tasks)
+    options = {"profile": o.profile, "steps": o.steps, "img2img_steps": o.img2img_steps, "size": o.size,
+               "n_images": o.n_images, "batch_size": o.batch_size, "strength": o.strength}
+    return generate_record(rank=rank, num_processes=num_processes, device=device, device_name=_device_name(device),
+                           options=options, units=unit_rows, sets=set_rows,
+                           phases={k: round(v - stamps["started"], 3) for k, v in stamps.items()})
+
+
+def _device_name(device: str) -> str:
+    """The accelerator's name (e.g. ``NVIDIA H100 80GB HBM3``), or ``cpu``."""
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
 
 
 def unit_name(unit: Unit) -> str:

@@ -35,7 +35,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                 "quantfake.generate", "quantfake.memory_fit", "quantfake.memory_placement", "quantfake.recipes",
                 "quantfake.realdata", "quantfake.fidelity")),
     ("numbers", ("quantfake.metrics", "quantfake.stats", "quantfake.results", "quantfake.baselines",
-                 "quantfake.compare", "quantfake.compare_efficiency", "quantfake.efficiency_gates")),
+                 "quantfake.compare", "quantfake.compare_efficiency", "quantfake.efficiency_gates",
+                 "quantfake.generate_record")),
     # the session engine: the parts that run cells (add new session modules here)
     ("session", ("quantfake.session", "quantfake.cells", "quantfake.outcomes",
                  "quantfake.scheduling", "quantfake.plan", "quantfake.distributed")),

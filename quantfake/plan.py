@@ -3,7 +3,9 @@
 Costs come from what a bench run recorded, never from a model of the hardware: each run record gives seconds
 per generated image for every generator x precision x mode it generated (the set's generation seconds over its
 images, so the first-image warm-up and pipeline load are in), and the scoring + statistics seconds per cell;
-pytest-benchmark JSON from the efficiency cells gives end-to-end seconds per image and peak VRAM. A generator
+pytest-benchmark JSON from the efficiency cells gives end-to-end seconds per image and peak VRAM; the records
+``quantfake generate`` writes per rank (:mod:`quantfake.generate_record`) give seconds per image of what it
+generated, loading included, summed over a launch's ranks. A generator
 x precision group is one unit of work (one pipeline load); groups are packed on GPUs longest first, as
 :mod:`quantfake.scheduling` hands them out, or split by image chunks when too heavy, as ``quantfake generate``
 does (:mod:`quantfake.packing`). Anything not measured is scaled from
@@ -18,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quantfake.generate_record import is_generate_record, per_image_costs
 from quantfake.grids import group_cost
 from quantfake.packing import bin_loads, lpt, split_heavy
 from quantfake.session.grid_estimate import recorded_costs
@@ -39,12 +42,16 @@ class Costs:
 
 
 def costs_from_files(paths: Iterable[str | Path]) -> Costs:
-    """Read run records (``cells``) and pytest-benchmark JSON (``benchmarks``) into :class:`Costs`."""
-    costs, cell_rest = Costs(), []
+    """Read run records (``cells``), generate records and pytest-benchmark JSON (``benchmarks``) into
+    :class:`Costs`; a generate record's cost wins over a run record's for the same set (the bench over a store
+    that generate filled measured no generation)."""
+    costs, cell_rest, generated = Costs(), [], []
     for path in paths:
         data = json.loads(Path(path).read_text())
         costs.sources.append(str(path))
-        if "cells" in data:
+        if is_generate_record(data):
+            generated.append(data)
+        elif "cells" in data:
             run_steps = (data.get("options") or {}).get("steps")
             per_image, per_cell = recorded_costs(data["cells"])
             for key, seconds in per_image.items():
@@ -61,6 +68,11 @@ def costs_from_files(paths: Iterable[str | Path]) -> Costs:
                 costs.steps.setdefault((g, p, "txt2img"), e.get("e2e_steps") or _default_steps(g))
                 if e.get("e2e_peak_vram_gib"):
                     costs.peak_gib[(g, p)] = max(costs.peak_gib.get((g, p), 0.0), e["e2e_peak_vram_gib"])
+    for key, seconds in per_image_costs(generated).items():
+        costs.per_image[key] = seconds
+        steps = {(r["options"].get("steps")) for r in generated if any(
+            (s["generator"], s["precision"], s["mode"]) == key for s in r["sets"])}
+        costs.steps[key] = (steps.pop() if len(steps) == 1 else None) or _default_steps(key[0])
     costs.per_cell_s = statistics.median(cell_rest) if cell_rest else None
     return costs
 
@@ -143,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="quantfake plan", description=__doc__.splitlines()[0])
     ap.add_argument("--from", dest="sources", action="append", required=True, metavar="FILE",
-                    help="run record (reports/history/*.json) or pytest-benchmark JSON; repeatable")
+                    help="run record (reports/history/*.json), quantfake generate's record "
+                         "(<store>/generate_records/*.json: pass every rank's) or pytest-benchmark JSON; repeatable")
     for axis in ("generators", "precisions", "modes", "detectors"):
         ap.add_argument(f"--{axis}", default="", help=f"comma-separated {axis} (validated like pytest bench)")
     ap.add_argument("--profile", default="random")

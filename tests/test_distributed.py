@@ -306,6 +306,10 @@ def test_two_process_launch_on_the_cpu_makes_the_one_process_bytes(capsys: pytes
     assert len(reference) == 8
     assert {p.relative_to(pair): p.read_bytes() for p in (pair / "images").rglob("*.png")} == reference
     assert {json.loads(p.read_text())["device"] for p in (pair / "images").glob("*/request.json")} == {"cpu"}
+    records = [json.loads(p.read_text()) for p in sorted((pair / "generate_records").glob("*.json"))]
+    assert sorted(r["rank"] for r in records) == [0, 1] and {r["num_processes"] for r in records} == {2}
+    assert sum(s["generated"] for r in records for s in r["sets"]) == 8
+    assert {s["unit"] for r in records for s in r["sets"]} == {u["unit"] for r in records for u in r["units"]}
 
 
 def test_gpu_numa_nodes_map_each_local_rank_to_its_gpus_pci_node(monkeypatch: pytest.MonkeyPatch) -> None:
