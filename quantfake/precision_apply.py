@@ -52,10 +52,16 @@ def _torchao_config(spec: PrecisionSpec) -> Any:
     bf16 included, would be tuned too. On the H100, SD1.5 int8wo under torch.compile timed out at 200 s with
     that tuning and compiled in 63 s without it. Every precision therefore compiles with the same inductor
     settings, so compiled cells compare quantization, not tuning effort.
+
+    ``spec.torchao_activation_lb`` bounds a dynamic activation scale from below, so an all-zero row quantizes to
+    zeros instead of NaN (SDXL's fp8rw images were non-finite on the H100: benchmarks/backends_h100). torchao
+    then quantizes activations with its torch path rather than the mslk kernel, which accepts no bound.
     """
     import torchao.quantization as tq
 
-    extra = {"granularity": getattr(tq, spec.torchao_granularity)()} if spec.torchao_granularity else {}
+    extra: dict[str, Any] = {"granularity": getattr(tq, spec.torchao_granularity)()} if spec.torchao_granularity else {}
+    if spec.torchao_activation_lb is not None:
+        extra["activation_value_lb"] = spec.torchao_activation_lb
     return getattr(tq, spec.torchao_config)(set_inductor_config=False, **extra)
 
 

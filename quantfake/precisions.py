@@ -35,6 +35,9 @@ class PrecisionSpec:
     bnb_kwargs: dict[str, Any] = field(default_factory=dict, repr=False)
     torchao_config: str | None = None
     torchao_granularity: str | None = None  # a torchao.quantization granularity class (``PerRow``), else default
+    # lower bound of a dynamic float8 activation scale's amax: without it an all-zero row (SDXL's zeroed empty
+    # negative prompt) gets scale 0 and quantizes to 0/0 = NaN (torchao's float8 training clamps at 1e-12 too)
+    torchao_activation_lb: float | None = None
     quanto_weights: str | None = None  # diffusers QuantoConfig weights_dtype: int8 | int4 | float8
     gguf_type: str | None = None  # ggml type quantfake writes (Q8_0 ...); None with kind gguf: the user's file
     compiled: bool = False  # meant to run under torch.compile (--compile); eager cells are its baseline
@@ -90,7 +93,7 @@ PRECISIONS: dict[str, PrecisionSpec] = {
         PrecisionSpec("fp8rw", "torchao row-wise float8 dynamic activation + float8 weight (e4m3, one scale per "
                       "row), meant to run compiled (--compile)", "torchao", "bfloat16", requires_cuda=True,
                       min_compute_capability=(8, 9), torchao_config="Float8DynamicActivationFloat8WeightConfig",
-                      torchao_granularity="PerRow", compiled=True),
+                      torchao_granularity="PerRow", torchao_activation_lb=1e-12, compiled=True),
         PrecisionSpec("quanto-int8", "optimum-quanto int8 weights (per-channel scales), bf16 compute", "quanto",
                       "bfloat16", quanto_weights="int8"),
         PrecisionSpec("quanto-int4", "optimum-quanto int4 weights (group-wise scales and shifts), bf16 compute",

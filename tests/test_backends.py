@@ -133,6 +133,27 @@ def test_fp8rw_is_gpu_only_and_meant_compiled() -> None:
     assert "CUDA" in unavailable_reason(spec, "cpu")
 
 
+def test_fp8rw_quantizes_an_all_zero_activation_row_to_zeros_not_nan() -> None:
+    """SDXL zeroes an empty negative prompt's embeddings; a row-wise scale of 0 made 0/0 = NaN images on the H100."""
+    pytest.importorskip("torchao")
+    from torchao.quantization import quant_primitives as qp
+
+    from quantfake.precision_apply import _torchao_config
+
+    lb = _torchao_config(get_precision("fp8rw")).activation_value_lb
+    assert lb == get_precision("fp8rw").torchao_activation_lb == 1e-12
+    rows = torch.zeros(2, 16, dtype=torch.bfloat16)
+    rows[1] = torch.linspace(-3, 3, 16)
+
+    def quantized(bound: float | None) -> torch.Tensor:
+        scale = qp._choose_scale_float8(rows, block_size=[1, 16], hp_value_lb=bound)
+        return qp._quantize_affine_float8(rows, scale, torch.float8_e4m3fn).float() * scale.reshape(2, 1)
+
+    assert torch.isnan(quantized(None)[0]).all(), "the failure the bound prevents (torchao's default)"
+    bounded = quantized(lb)
+    assert torch.equal(bounded[0], torch.zeros(16)) and torch.allclose(bounded[1], rows[1].float(), rtol=0.07)
+
+
 def test_fp8rw_efficiency_cells_are_eager_and_compiled() -> None:
     from quantfake.session.efficiency.cells import efficiency_cells
 
