@@ -161,7 +161,7 @@ def run_jobs(o: BenchOptions, work: Iterable[tuple[Job, tuple[int, int]]], *, ra
 
     from quantfake.session.engine import Session
 
-    session = Session.open(o, max_pipelines=1)
+    session = Session.open(o, max_pipelines=1, progress=progress)
     outcomes: list[TaskOutcome] = []
     bar = tqdm(desc=f"generate [rank {rank}]", unit="set", position=rank, disable=not progress)
     for job, shard in work:

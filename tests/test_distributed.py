@@ -115,7 +115,9 @@ def test_rerun_generates_nothing_and_the_bench_reuses_the_store(capsys: pytest.C
                                                                tmp_path: Path, tiny_models: Path) -> None:
     _fresh_store(tmp_path, tiny_models)
     assert main([*SLICE, "--store", str(tmp_path)]) == 0
-    assert _totals(capsys.readouterr().out) == (8, 0, 0)
+    first = capsys.readouterr()
+    assert _totals(first.out) == (8, 0, 0)
+    assert "img/s" not in first.err and "generate sd3" not in first.err, "--no-progress: no per-image bars either"
     before = _files(tmp_path)
     assert len([f for f in before if f.endswith(".png")]) == 8
 

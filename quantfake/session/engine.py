@@ -33,7 +33,7 @@ class Session:
     notices: list[dict[str, Any]]  # exclusions, short pools, store repairs: for the run record (take_notices)
 
     @classmethod
-    def open(cls, options: BenchOptions, max_pipelines: int | None = None) -> Session:
+    def open(cls, options: BenchOptions, max_pipelines: int | None = None, progress: bool = True) -> Session:
         """Build the parts; nothing heavy loads until a cell asks for it. ``--vram-budget`` caps the GPU here,
         for everything the session does on it, detectors included."""
         store, device = Store(options.store), resolve_device(options.device)
@@ -43,7 +43,7 @@ class Session:
             enforce_budget(options.vram_budget_gib, device)
         notices: list[dict[str, Any]] = []
         reals = RealImages(options, notices)
-        fakes = FakeSource(options, store, device, reals, notices, max_pipelines)
+        fakes = FakeSource(options, store, device, reals, notices, max_pipelines, progress=progress)
         detectors = DetectorSource(options, store, device, reals, fakes)
         inception = InceptionCache(options.inception_weights, device) if options.inception_weights else None
         return cls(options, store, device, reals, fakes, detectors, inception, notices)

@@ -42,8 +42,9 @@ class FakeSource:
     they make, by generator x precision x mode x role (``eval`` or ``train``)."""
 
     def __init__(self, options: BenchOptions, store: Store, device: str, reals: RealImages,
-                 notices: list[dict[str, Any]], max_pipelines: int | None = None) -> None:
+                 notices: list[dict[str, Any]], max_pipelines: int | None = None, progress: bool = True) -> None:
         self.options, self.store, self.device, self.reals, self.notices = options, store, device, reals, notices
+        self.progress = progress  # per-image bars (quantfake generate --no-progress turns them off)
         self.max_pipelines = max_pipelines or (1 if device.startswith("cuda") else 4)
         self.recipes = SessionRecipes(store)
         self.generation: dict[str, dict[str, Any]] = {}  # per generation key: recipe, its check, s/image
@@ -137,7 +138,7 @@ class FakeSource:
         init = self.reals.pool("init").images if mode == "img2img" else None
         plan = self.recipes.plan(loaded, request, init)
         result = generate(loaded, plan.request, self.store, init_images=init, shard=shard, repair=self.options.repair,
-                          ready=plan.ready, recipe=plan.manifest)
+                          ready=plan.ready, recipe=plan.manifest, progress=self.progress)
         self.generation[result.key] = plan.summary(result)
         self.notices += [{"kind": "store_repair", **r.as_record(),
                           "message": f"regenerated corrupt store entry {r.path}: {r.reason} (moved to {r.quarantined_to})"}
