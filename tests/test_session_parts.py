@@ -122,3 +122,31 @@ def test_the_project_gate_holds_fid_and_kid_of_fidelity_cells() -> None:
     assert not worse.ok and "fid" in worse.message
     no_inception = {**base, "metrics": {"psnr": 30.0, "ssim": 0.9}}  # the tiny CI run: FID applies to neither side
     assert check_cell(no_inception, no_inception, config).ok
+
+
+def test_training_fakes_are_made_under_one_lock_so_xdist_workers_do_not_all_make_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each worker of `pytest -n N` trains the tiny detectors from the same training fakes; without the lock every
+    worker generated all of them at once (two CPU workers, both in DetectorSource.training_set)."""
+    from filelock import Timeout
+
+    import quantfake.detectors.train as train
+
+    session = Session.open(build_options({"generators": "sd3", "store": str(tmp_path), "device": "cpu"}))
+    held = []
+
+    def training_set() -> tuple[list, list, list, list]:
+        other_worker = session.store.lock("training-set")
+        with pytest.raises(Timeout):
+            other_worker.acquire(timeout=0)
+        held.append(True)
+        return [], [], [], []
+
+    monkeypatch.setattr(session.detectors, "training_set", training_set)
+    monkeypatch.setattr(train, "train_detector", lambda *a, **k: SimpleNamespace(
+        heldout_auc=0.5, cached=True, weights_sha256="0" * 64, n_train=0))
+    session.detectors._train_tiny("npr", "rgb")
+    assert held == [True]
+    free = session.store.lock("training-set")
+    free.acquire(timeout=0)  # released once the set is made
+    free.release()

@@ -80,7 +80,10 @@ class DetectorSource:
     def _train_tiny(self, detector_id: str, representation: str) -> Path:
         from quantfake.detectors.train import TrainConfig, train_detector
 
-        reals, real_ids, fakes, fake_ids = self.training_set()
+        # one process of a -n N run makes the shared training fakes (recipe checks included) while the others wait,
+        # then find them in the store: unlocked, every xdist worker made them all at once (issue 17's tiny grid)
+        with self.store.lock("training-set"):
+            reals, real_ids, fakes, fake_ids = self.training_set()
         out = self.store.detectors_dir / config_hash({"real": real_ids, "fake": fake_ids})
         token = detector_token(detector_id, representation)
         with self.store.lock(f"train-{token}"):
