@@ -5,8 +5,9 @@ uint8: a NaN pixel has already been cast to some byte and can no longer be seen 
 (diffusers' ``VaeImageProcessor.numpy_to_pil``: ``(images * 255).round().astype("uint8")``), and numpy raises its
 *invalid* floating-point flag exactly when it casts a NaN or an infinity to an integer (the ``RuntimeWarning:
 invalid value encountered in cast`` of a broken run). :class:`NonFiniteCalls` routes that flag to a callback for the
-duration of each call (``np.errstate(invalid="call", call=...)``) and marks the call. Nothing is added to what is
-timed but entering and leaving numpy's error state once a call (microseconds against a pipeline call), no device
+duration of each call (``np.errstate(invalid="call", call=...)``) and marks the call (numpy's warning is then not
+printed for it: the cell's failure says it instead). Nothing is added to what is timed but entering and leaving
+numpy's error state once a call (about a microsecond against a pipeline call's hundreds of milliseconds), no device
 synchronisation and no extra pass over the pixels; the output is left as it is.
 
 Scope, from numpy's semantics: the error state is a context variable, so only numpy work in the calling thread is
