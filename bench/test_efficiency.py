@@ -23,19 +23,24 @@ from quantfake.session.efficiency.runner import CellSkipped
 
 
 def _cell(recorder: Any, request: pytest.FixtureRequest, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` recorded in the run record; the runner's CellSkipped becomes a pytest skip and an
-    out-of-memory cell a failure (its run-record entry and JSON entry are written first, with the error)."""
+    """``fn(*args)`` recorded in the run record; the runner's CellSkipped becomes a pytest skip, and an
+    out-of-memory cell or one that timed non-finite images a failure (its run-record entry and JSON entry are
+    written first, with the error or the timings)."""
     try:
         extra = fn(*args)
     except CellSkipped as skip:
         pytest.skip(str(skip))
-    recorder.add(runner.efficiency_result(request.node.callspec.id, extra))
+    result = runner.efficiency_result(request.node.callspec.id, extra)
+    recorder.add(result)
     if extra.get("oom"):
         pytest.fail(f"out of memory (recorded in the run record and the benchmark JSON; other cells go on): "
                     f"{extra.get('oom_error')}", pytrace=False)
     if extra.get("memory_fit_refused"):
         pytest.fail(f"{extra['memory_fit_refused']} (recorded in the run record and the benchmark JSON; other cells "
                     "go on)", pytrace=False)
+    if result.status == "failed":
+        pytest.fail(f"{result.message} (timings recorded in the run record and the benchmark JSON; other cells go on)",
+                    pytrace=False)
     return extra
 
 

@@ -92,7 +92,7 @@ def generator_table(frame: pd.DataFrame) -> pd.DataFrame:
 def e2e_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per generator x precision (x compile) x batch: end-to-end ms per image (text encoders, denoiser steps,
     VAE), its ratio to eager bf16 at the same batch and steps from the same machine session, images/hour and
-    peak VRAM."""
+    peak VRAM. A cell whose calls made non-finite images (a red cell) says so beside its time."""
     e2e = generator_cells(frame, "e2e_ms_per_image")  # older runs recorded e2e_ms only, without the batch
     if e2e.empty:
         return pd.DataFrame()
@@ -102,11 +102,17 @@ def e2e_table(frame: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "generator": r["generator"], "precision": r["precision"] + (" +compile" if r["compile"] else ""),
             "batch": int(r["e2e_images"]), "steps": int(r["e2e_steps"]),
-            "ms/image (median)": f"{r['e2e_ms_per_image']:.1f}",
+            "ms/image (median)": f"{r['e2e_ms_per_image']:.1f}" + _nonfinite_note(r),
             "vs bf16": f"{r['e2e_ms_per_image'] / bf16:.2f}" if bf16 else "-",
             "images/hour": f"{r['images_per_hour']:.0f}", "peak GiB": f"{r['e2e_peak_vram_gib']:.2f}",
         })
     return pd.DataFrame(rows)
+
+
+def _nonfinite_note(row: pd.Series) -> str:
+    """`` (NaN images in 3 of 3 calls)`` for a cell that timed non-finite images; runs before the count: ``""``."""
+    bad = row.get("e2e_nonfinite_calls")
+    return f" (NaN images in {int(bad)} of {int(row['e2e_calls'])} calls)" if pd.notna(bad) and bad > 0 else ""
 
 
 def compile_table(frame: pd.DataFrame) -> pd.DataFrame:

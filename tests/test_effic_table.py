@@ -56,6 +56,15 @@ def test_ratios_use_the_bf16_of_the_nearest_session(tmp_path: Path, effic_table)
     assert q8[1] == "1.50" and q8[4] == "1.50"  # 3000 / 2000 at batch 1, 1500 / 1000 at batch 4
 
 
+def test_a_cell_that_timed_nan_images_says_so_beside_its_time(tmp_path: Path, effic_table) -> None:
+    broken = _e2e("fp8rw", 1, 2400.0)
+    broken["extra_info"].update(e2e_calls=4, e2e_nonfinite_calls=4)
+    _write(tmp_path, "run.json", "2026-11-26T05:00:00+00:00", [_e2e("bf16", 1, 1000.0), _e2e("bf16", 4, 800.0), broken])
+    times = effic_table.e2e_table(effic_table.load(tmp_path)).set_index(["precision", "batch"])["ms/image (median)"]
+    assert times["fp8rw", 1] == "2400.0 (NaN images in 4 of 4 calls)"
+    assert times["bf16", 1] == "1000.0"  # a cell without the count (older runs) is left as it was
+
+
 def test_runs_without_end_to_end_cells_give_no_table(tmp_path: Path, effic_table) -> None:
     _write(tmp_path, "steps_only.json", "2026-11-26T05:00:00+00:00", [_step("bf16", 100.0)])
     assert effic_table.e2e_table(effic_table.load(tmp_path)).empty

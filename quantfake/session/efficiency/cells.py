@@ -27,6 +27,7 @@ from quantfake.generators import GeneratorSpec, get_generator, text_sequence_len
 from quantfake.measure.devices import GIB, DeviceLike, as_device, synchronize
 from quantfake.measure.flops import achieved_tflops, count_flops, measure_matmul_peak_tflops, roofline_fraction
 from quantfake.measure.memory import PeakMemory, peak_memory
+from quantfake.measure.nonfinite import NonFiniteCalls
 from quantfake.measure.oom import free_cached_memory, is_oom
 from quantfake.measure.overhead import compare_overhead
 from quantfake.measure.timing import Sampler, TimingStats, timer_sampler
@@ -362,17 +363,21 @@ def measure_pipeline_e2e(loaded: Any, steps: int, size: int, device: DeviceLike,
     """End-to-end latency of ``images`` images (prompt encoding + ``steps`` denoising steps + VAE decode).
 
     ``loaded`` is a :class:`quantfake.loading.LoadedPipeline` (tiny or pretrained profile); ``sampler`` times
-    the calls (default: :func:`timer_sampler`).
+    the calls (default: :func:`timer_sampler`). A timing of NaN images is no result, yet the PIL output the call
+    returns (as ``quantfake.generate`` calls it) can no longer show NaN: numpy's invalid-value flag, raised when
+    diffusers casts them to uint8, marks those calls instead (:class:`~quantfake.measure.nonfinite.NonFiniteCalls`,
+    no extra work in the timed call). ``e2e_nonfinite_calls`` of ``e2e_calls`` (warm-up included) had them.
     """
     dev = as_device(device)
     pipe = loaded.pipe
+    checked = NonFiniteCalls()
 
     def call() -> Any:
         with torch.inference_mode():
             return pipe(**pipeline_call_kwargs(loaded.generator, steps, size, images))
 
     with peak_memory(dev) as mem:
-        stats = (sampler or timer_sampler(dev))(call, warmup, repeats)
+        stats = (sampler or timer_sampler(dev))(checked.watch(call), warmup, repeats)
     components = component_weights_bytes(pipe)
     return {
         "e2e_ms": stats.median_ms, "e2e_iqr_ms": stats.iqr_ms, "e2e_repeats": len(stats.samples_ms),
@@ -380,7 +385,7 @@ def measure_pipeline_e2e(loaded: Any, steps: int, size: int, device: DeviceLike,
         "e2e_ms_per_image": stats.median_ms / images, "images_per_hour": 3.6e6 * images / stats.median_ms,
         "e2e_steps": steps, "e2e_size": size,
         "load_s": loaded.load_seconds, "pipeline_weights_bytes": sum(components.values()),
-        "component_weights_bytes": components, **memory_fields(mem, prefix="e2e_"),
+        "component_weights_bytes": components, **memory_fields(mem, prefix="e2e_"), **checked.fields("e2e_"),
     }
 
 
@@ -390,7 +395,8 @@ def measure_generation_overhead(loaded: Any, steps: int, size: int, device: Devi
 
     Same prompts, seeds, steps, guidance and size; calls alternate A, B so drift hits both. The suite side
     includes everything it really does per image (latent callback, PNG + latent + manifest writes, locks).
-    ``sampler`` times the alternating calls (default: :func:`timer_sampler`).
+    ``sampler`` times the alternating calls (default: :func:`timer_sampler`). Both sides are watched for NaN
+    images as :func:`measure_pipeline_e2e` watches its calls (``overhead_nonfinite_calls`` of ``overhead_calls``).
     """
     from quantfake.generate import GenerationRequest, generate
     from quantfake.store import Store
@@ -402,6 +408,7 @@ def measure_generation_overhead(loaded: Any, steps: int, size: int, device: Devi
                             size=size, batch_size=1)
     root = Path(tempfile.mkdtemp(prefix="quantfake-overhead-"))
     calls = iter(range(10**9))
+    checked = NonFiniteCalls()
 
     def suite() -> Any:
         return generate(loaded, req, Store(root / f"run{next(calls)}"), progress=False)
@@ -411,7 +418,8 @@ def measure_generation_overhead(loaded: Any, steps: int, size: int, device: Devi
             return [loaded.pipe(**pipeline_call_kwargs(spec, steps, size, 1)) for _ in range(images)]
 
     try:
-        comparison = compare_overhead(suite, bare, pairs=pairs, warmup=warmup, device=device, sampler=sampler)
+        comparison = compare_overhead(checked.watch(suite), checked.watch(bare), pairs=pairs, warmup=warmup,
+                                      device=device, sampler=sampler)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     summary = comparison.as_dict()
@@ -419,7 +427,8 @@ def measure_generation_overhead(loaded: Any, steps: int, size: int, device: Devi
             "overhead_pct": summary["overhead_pct"], "overhead_pairs": summary["pairs"],
             "suite_median_ms": summary["a_median_ms"], "bare_median_ms": summary["b_median_ms"],
             # the fixed cost the suite adds (store writes with fsync, manifest, lock), whatever the model's speed
-            "overhead_ms_per_image": (summary["a_median_ms"] - summary["b_median_ms"]) / images}
+            "overhead_ms_per_image": (summary["a_median_ms"] - summary["b_median_ms"]) / images,
+            **checked.fields("overhead_")}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 Kind ``efficiency``. Its ``latency_ms`` is the median of pytest-benchmark's own rounds (the same samples as the
 benchmark JSON, kept in ``extra['latency_samples_ms']`` for the compare gate's test), with the 95 % interval of
 the geometric mean; the memory figures are the ones the device has (GPU: allocator peak and reserved; CPU:
-resident-set peak). A cell that ran out of memory is recorded as an error, so a later comparison sees it lost.
+resident-set peak). A cell that ran out of memory is recorded as an error, so a later comparison sees it lost. A cell
+whose pipeline calls made non-finite images is recorded as failed, with its timings: they are a time of broken
+images, kept to be seen, never a result.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ MEMORY_METRICS: dict[str, tuple[str, ...]] = {"cuda": ("peak_vram_gib", "peak_re
 PARAM_KEYS: tuple[str, ...] = ("generator", "precision", "compile", "measure", "images", "detector", "batch",
                                "profile", "device")
 KIND = "efficiency"
+#: prefixes of the watched pipeline calls' counts in a cell's report (:class:`quantfake.measure.NonFiniteCalls`):
+#: end-to-end cells' ``e2e_``, the overhead guard's ``overhead_``
+NONFINITE_PREFIXES: tuple[str, ...] = ("e2e_", "overhead_")
 
 
 def efficiency_result(cell_id: str, extra: Mapping[str, Any], memory_prefix: str = "") -> CellResult:
@@ -51,4 +56,17 @@ def efficiency_result(cell_id: str, extra: Mapping[str, Any], memory_prefix: str
         metrics["overhead_ratio"] = float(extra["overhead_ratio_median"])
         ci95["overhead_ratio"] = list(extra["overhead_ratio_ci95"])
         n["overhead_ratio"] = int(extra.get("overhead_pairs") or 0)
-    return CellResult(cell_id, KIND, params, metrics=metrics, ci95=ci95, n=n, extra=dict(extra))
+    broken = nonfinite_message(cell_id, extra)
+    return CellResult(cell_id, KIND, params, status="failed" if broken else "passed", message=broken or "",
+                      metrics=metrics, ci95=ci95, n=n, extra=dict(extra))
+
+
+def nonfinite_message(cell_id: str, extra: Mapping[str, Any]) -> str | None:
+    """Why the cell's timing is no result: how many of its pipeline calls made non-finite images; None if none."""
+    for prefix in NONFINITE_PREFIXES:
+        bad = extra.get(f"{prefix}nonfinite_calls")
+        if bad:
+            where = ", ".join(extra.get(f"{prefix}nonfinite_where") or ()) or "an unknown place"
+            return (f"{cell_id}: {bad} of {extra.get(f'{prefix}calls')} pipeline calls (warm-up included) made "
+                    f"non-finite images (numpy's invalid value at {where}): the timing is of non-finite images")
+    return None
