@@ -1,4 +1,4 @@
-"""Test plugin: pipelines of precision ``$QF_TEST_NAN_PRECISION`` decode NaN images, as an overflowing fp8 denoiser did
+"""Test plugin: pipelines of precision ``$QF_TEST_NAN_PRECISION`` decode NaN images, as SDXL at fp8rw did
 on an H100 (diffusers then casts NaN pixels to uint8 with ``RuntimeWarning: invalid value encountered in cast``).
 
 The VAE decoder's output becomes NaN through a forward hook, so the pipeline's own post-processing
