@@ -206,7 +206,7 @@ class LaunchFlags:
 
     train_fakes: bool = True
     progress: bool = True
-    cpu_affinity: str = "auto"  # 2 H100s: no contention with it, 1.98x (benchmarks/multigpu_h100)
+    cpu_affinity: str = "auto"  # 2 H100s: no contention with it, 1.97x (benchmarks/multigpu_h100)
 
 
 def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], LaunchFlags]:
