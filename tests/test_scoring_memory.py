@@ -14,14 +14,15 @@ from quantfake.detectors import load_detector, score_images, scoring
 class RunsOutAbove(nn.Module):
     """The detector's module, except that a batch larger than ``limit`` fails as CUDA's allocator does."""
 
-    def __init__(self, inner: nn.Module, limit: int, message: str = "CUDA out of memory. Tried to allocate 16.00 GiB.") -> None:
+    def __init__(self, inner: nn.Module, limit: int, message: str = "CUDA out of memory. Tried to allocate 16.00 GiB.",
+                 error: type[Exception] = torch.OutOfMemoryError) -> None:
         super().__init__()
-        self.inner, self.limit, self.message, self.batches = inner, limit, message, []
+        self.inner, self.limit, self.message, self.error, self.batches = inner, limit, message, error, []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.batches.append(len(x))
         if len(x) > self.limit:
-            raise torch.OutOfMemoryError(self.message)
+            raise self.error(self.message)
         return self.inner(x)
 
 
@@ -53,7 +54,8 @@ def test_out_of_memory_at_batch_one_and_other_errors_surface(detector) -> None:
         score_images(detector.with_module(RunsOutAbove(detector.module, limit=0), detector.precision), _images(3),
                      batch_size=2, progress=False)
     scoring._FITTING_BATCH.clear()  # the failed call above remembered batch 1
-    broken = RunsOutAbove(detector.module, limit=0, message="mat1 and mat2 shapes cannot be multiplied")
+    broken = RunsOutAbove(detector.module, limit=0, message="mat1 and mat2 shapes cannot be multiplied",
+                          error=RuntimeError)
     with pytest.raises(RuntimeError, match="shapes"):
         score_images(detector.with_module(broken, detector.precision), _images(3), batch_size=2, progress=False)
     assert broken.batches == [2], "a non-memory error is not retried"

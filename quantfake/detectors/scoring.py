@@ -9,7 +9,9 @@ checkpoint SHA-256, preprocessing-policy SHA-256): anything that changes a score
 
 A batch that runs out of memory is halved and retried (a full-resolution detector such as r50nodown holds
 about 1 GiB per 1024 px image in each early layer: 16 such images asked for a 16 GiB tensor on an 80 GiB H100,
-benchmarks/multigpu_h100), and the batch that fit is remembered for that detector, device and image size.
+benchmarks/multigpu_h100), and the batch that fit is remembered for that detector, device and image size. What
+counts as out of memory is the project's one test (:func:`quantfake.measure.oom.is_oom`); accelerate's
+``find_executable_batch_size`` is not used: it restarts the whole call at a smaller batch, re-scoring what was done.
 
 Scoring runs the module as it is: an ``fp32`` detector computes in fp32 on every device (as every upstream
 test script does); mixed precision is the explicit detector precision ``fp16amp`` / ``bf16amp``.
@@ -17,7 +19,6 @@ test script does); mixed precision is the explicit detector precision ``fp16amp`
 
 from __future__ import annotations
 
-import gc
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from quantfake.image_io import image_sha256
+from quantfake.measure.oom import free_cached_memory, is_oom
 
 from .loaded import LoadedDetector
 from .preprocessing import ImageBatch, as_pil_list
@@ -127,14 +129,14 @@ def score_images(
             idx = todo[start : start + size]
             try:
                 out = _forward(detector, [pil[i] for i in idx], device)
-            except RuntimeError as exc:
-                if size == 1 or not should_reduce_batch_size(exc):
+            except (RuntimeError, MemoryError) as exc:
+                if size == 1 or not is_oom(exc):
                     raise
                 out = None  # the exception (and the activations its traceback holds) is freed on leaving here
             if out is None:
                 size //= 2
                 _FITTING_BATCH[fit_key] = size
-                _release(device)
+                free_cached_memory()
                 continue
             scores[idx] = out
             if cache is not None:
@@ -160,20 +162,3 @@ def _forward(detector: LoadedDetector, images: list, device: torch.device) -> np
     if out.shape[1] != 1:
         raise RuntimeError(f"{detector.spec.id} returned {out.shape[1]} values per image, expected 1")
     return out[:, 0].cpu().numpy().astype(np.float64)
-
-
-def should_reduce_batch_size(exc: BaseException) -> bool:
-    """accelerate's test for an out-of-memory error (CUDA, XPU, MPS, CPU allocator). Its decorator
-    ``find_executable_batch_size`` is not used: it restarts the whole call at a smaller batch (re-scoring what was
-    done) and its shrink factor changed across versions (0.5, then 0.9); here scored batches are kept and the
-    batch is halved."""
-    from accelerate.utils.memory import should_reduce_batch_size as accelerate_says
-
-    return bool(accelerate_says(exc))
-
-
-def _release(device: torch.device) -> None:
-    """Free what the failed batch left (its tensors, the allocator's cached blocks) before the retry."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
