@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import re
 import sys
@@ -316,16 +317,21 @@ def phase_line(rank: int, started: float, stamps: Mapping[str, float], details: 
 PHASE_RE = re.compile(r"^\[rank (\d+)\] phases: (.*) s \(process start at ([\d.]+)")
 
 
+def parse_phases(phases: str) -> dict[str, float]:
+    """The ``name seconds`` pairs of a phase line's middle (``PHASE_RE``'s second group), as :func:`phase_line`
+    wrote them."""
+    return {name: float(seconds) for name, seconds in (p.rsplit(" ", 1) for p in phases.split(", "))}
+
+
 def launch_offset_lines(log: str, launched_at: float) -> list[str]:
     """Per rank, from the phase lines of a launch log: seconds from ``launched_at`` (the script's clock before
     the launcher) to the rank's process start (the launcher's own cost) and to its work start (plus start-up)."""
     lines = []
     for rank, phases, started in sorted((m.groups() for m in map(PHASE_RE.match, log.splitlines()) if m),
                                         key=lambda g: int(g[0])):
-        offsets = dict(p.rsplit(" ", 1) for p in phases.split(", "))
         begin = float(started) - launched_at
         lines.append(f"[rank {rank}] launch -> process start {begin:.1f} s, -> work start "
-                     f"{begin + float(offsets['work']):.1f} s")
+                     f"{begin + parse_phases(phases)['work']:.1f} s")
     return lines
 
 
@@ -418,17 +424,15 @@ def rank_record(o: BenchOptions, units: Sequence[Unit], unit_jobs: Sequence[Job]
                 rank: int, num_processes: int, device: str, stamps: Mapping[str, float]) -> dict[str, Any]:
     """This rank's :mod:`quantfake.generate_record`: its units (with their CPU use), the sets each made, and its
     phases in seconds since its process started."""
-    unit_rows, set_rows, first = [], [], 0
-    # run_jobs gives one outcome per task of each unit, in order
-    for unit, job, (began, ended), cpu in zip(units, unit_jobs, spans, used, strict=True):
+    unit_rows, set_rows = [], []
+    own = outcomes_by_unit([len(job.tasks) for job in unit_jobs], outcomes)
+    for unit, job, (began, ended), cpu, made in zip(units, unit_jobs, spans, used, own, strict=True):
         name = unit_name(unit)
         unit_rows.append({"unit": name, "job": str(unit.key), "shard": unit.shard, "shards": unit.shards,
                           "began_s": began, "ended_s": ended, **{f"cpu_{k}": v for k, v in vars(cpu).items()}})
         set_rows += [{"unit": name, "generator": job.generator, "precision": job.precision, "mode": out.mode,
                       "role": out.role, "generated": out.generated, "reused": out.reused, "seconds": out.seconds,
-                      "status": out.status, "key": out.key, "recipe": out.recipe}
-                     for out in outcomes[first:first + len(job.tasks)]]
-        first += len(job.tasks)
+                      "status": out.status, "key": out.key, "recipe": out.recipe} for out in made]
     options = {"profile": o.profile, "steps": o.steps, "img2img_steps": o.img2img_steps, "size": o.size,
                "n_images": o.n_images, "batch_size": o.batch_size, "strength": o.strength}
     return generate_record(rank=rank, num_processes=num_processes, device=device, device_name=_device_name(device),
@@ -443,6 +447,12 @@ def _device_name(device: str) -> str:
     return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
 
 
+def outcomes_by_unit(task_counts: Sequence[int], outcomes: Sequence[TaskOutcome]) -> list[Sequence[TaskOutcome]]:
+    """Each unit's own outcomes: :func:`run_jobs` gives one per task of each unit, in order."""
+    ends = list(itertools.accumulate(task_counts))
+    return [outcomes[end - n:end] for n, end in zip(task_counts, ends, strict=True)]
+
+
 def unit_name(unit: Unit) -> str:
     """A job id, with its chunk share when the job was split over ranks (``flux-bf16[1/2]``)."""
     return unit.key if unit.shards == 1 else f"{unit.key}[{unit.shard + 1}/{unit.shards}]"
@@ -454,11 +464,10 @@ def timeline_lines(units: Sequence[Unit], task_counts: Sequence[int], spans: Seq
     """One line per unit this rank ran: when it was claimed and done, and how much of that was generation
     (the rest is loading and quantizing the pipeline, and the store), with the CPU it used when ``used`` is
     given; what explains a multi-GPU remainder."""
-    lines, first = [], 0
-    # run_jobs gives one outcome per task of each unit, in order
-    for i, (unit, n_tasks, (began, ended)) in enumerate(zip(units, task_counts, spans, strict=True)):
-        generating = sum(o.seconds for o in outcomes[first:first + n_tasks])
-        first += n_tasks
+    lines = []
+    own = outcomes_by_unit(task_counts, outcomes)
+    for i, (unit, made, (began, ended)) in enumerate(zip(units, own, spans, strict=True)):
+        generating = sum(o.seconds for o in made)
         cpu = f"; {used[i].describe()}" if used is not None else ""
         lines.append(f"[rank {rank}] timeline: {unit_name(unit):<22} {began:7.1f} -> {ended:7.1f} s "
                      f"({ended - began:6.1f} s: generate {generating:6.1f}, load/other {ended - began - generating:5.1f}"

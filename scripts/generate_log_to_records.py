@@ -16,13 +16,13 @@ import re
 import sys
 from pathlib import Path
 
+from quantfake.distributed import PHASE_RE, parse_phases
 from quantfake.generate_record import generate_record, write_generate_record
 
 ROW = re.compile(r"^(?P<job>\S+-\S+)\s+(?P<mode>txt2img|img2img)\s+(?P<role>eval|train)\s+(?P<generated>\d+)\s+"
                  r"(?P<reused>\d+)\s+(?P<seconds>[\d.]+)\s.*\s(?P<status>\S+)$")
 HEADER = re.compile(r"^\[rank (?P<rank>\d+)/(?P<n>\d+)\] \d+ units .* on (?P<device>\S+) in ")
 UNIT = re.compile(r"^\[rank (?P<rank>\d+)\] timeline: (?P<unit>\S+)\s+(?P<began>[\d.]+) ->\s+(?P<ended>[\d.]+) s")
-PHASES = re.compile(r"^\[rank (?P<rank>\d+)\] phases: (?P<phases>.*) s \(process start")
 
 
 def records_from_log(text: str, profile: str, steps: int | None, device_name: str) -> list[dict]:
@@ -38,8 +38,8 @@ def records_from_log(text: str, profile: str, steps: int | None, device_name: st
             current["rows"].append(m.groupdict())
         elif m := UNIT.match(line):
             ranks[int(m["rank"])]["units"].append((m["unit"], float(m["began"]), float(m["ended"])))
-        elif m := PHASES.match(line):
-            ranks[int(m["rank"])]["phases"] = {k: float(v) for k, v in (p.rsplit(" ", 1) for p in m["phases"].split(", "))}
+        elif m := PHASE_RE.match(line):
+            ranks[int(m[1])]["phases"] = parse_phases(m[2])
     records = []
     for rank, r in sorted(ranks.items()):
         rows, sets, units = list(r["rows"]), [], []
