@@ -29,7 +29,8 @@ mkdir -p "$OUT"
 START=$(date +%s)
 
 if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  # installed once per machine: a second job beside this one may be importing from /tmp/site
+  [ -d /tmp/site/diffusers ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site:$PWD"
 fi
 export PYTHONUNBUFFERED=1

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
@@ -134,6 +135,9 @@ def score_images(
                     raise
                 out = None  # the exception (and the activations its traceback holds) is freed on leaving here
             if out is None:
+                warnings.warn(f"scoring {detector.spec.id} on {device}: out of memory at batch {size} of "
+                              f"{pil[idx[0]].size[0]}x{pil[idx[0]].size[1]} px images; retrying at {size // 2}",
+                              ResourceWarning, stacklevel=2)
                 size //= 2
                 _FITTING_BATCH[fit_key] = size
                 free_cached_memory()
