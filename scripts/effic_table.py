@@ -51,11 +51,12 @@ def _extra(frame: pd.DataFrame, key: str) -> pd.Series:
 
 def generator_cells(frame: pd.DataFrame, measure: str = "step_ms") -> pd.DataFrame:
     """The generator rows that have ``measure``, one per generator x precision x compile (x batch for end-to-end
-    cells); the grid's cell beats the smoke's."""
+    cells); the grid's cell beats the smoke's, and of two runs of one cell the newer is shown, for every
+    precision alike (an unstable sort once showed one session's bf16 beside another session's fp8rw)."""
     gen = frame[_extra(frame, measure).notna()].copy()
     gen["smoke"] = gen["file"].str.contains("smoke")
     key = ["generator", "precision", "compile"] + (["e2e_images"] if measure == "e2e_ms_per_image" else [])
-    return gen.sort_values("smoke").drop_duplicates(key)
+    return gen.sort_values(["smoke", "when"], ascending=[True, False], kind="stable").drop_duplicates(key)
 
 
 def same_session_bf16(frame: pd.DataFrame, row: pd.Series, measure: str, match: tuple[str, ...] = ()) -> float | None:

@@ -68,3 +68,11 @@ def test_a_cell_that_timed_nan_images_says_so_beside_its_time(tmp_path: Path, ef
 def test_runs_without_end_to_end_cells_give_no_table(tmp_path: Path, effic_table) -> None:
     _write(tmp_path, "steps_only.json", "2026-11-26T05:00:00+00:00", [_step("bf16", 100.0)])
     assert effic_table.e2e_table(effic_table.load(tmp_path)).empty
+
+
+def test_of_two_runs_of_a_cell_the_newer_is_shown_for_every_precision(tmp_path: Path, effic_table) -> None:
+    _write(tmp_path, "a_old.json", "2026-11-26T09:00:00+00:00", [_step("bf16", 60.0), _step("fp8rw", 480.0)])
+    _write(tmp_path, "b_new.json", "2026-11-26T11:00:00+00:00", [_step("bf16", 50.0), _step("fp8rw", 400.0)])
+    steps = effic_table.generator_table(effic_table.load(tmp_path)).set_index("precision")
+    assert steps.loc["bf16", "step ms (median)"] == "50.0" and steps.loc["fp8rw", "step ms (median)"] == "400.0"
+    assert steps.loc["fp8rw", "vs bf16"] == "8.00"  # both from the newer session
