@@ -29,8 +29,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from quantfake.environment import generation_versions, package_versions
-from quantfake.integrity import StoreRepair, check_entries, read_verified_image
-from quantfake.loading import LoadedPipeline
+from quantfake.integrity import StoreRepair, check_entries, entry_problem, read_verified_image
+from quantfake.loading import LoadedPipeline, PipelineIdentity
 from quantfake.precisions import required_packages
 from quantfake.prompts import PROMPTS
 from quantfake.store import Store, atomic_write_bytes, atomic_write_json, config_hash, png_bytes, sha256_bytes
@@ -107,7 +107,7 @@ class ChunkOutput:
     seconds: float
 
 
-def request_key(loaded: LoadedPipeline, req: GenerationRequest) -> str:
+def request_key(loaded: LoadedPipeline | PipelineIdentity, req: GenerationRequest) -> str:
     """Store folder name: readable prefix for humans, hash of everything that determines the pixels."""
     ident = {"model": loaded.model_key, "precision": loaded.precision.id, "device": torch.device(loaded.device).type,  # cuda:0 and cuda:1 compute alike
              "text_encoders": loaded.components, **{k: v for k, v in asdict(req).items() if k != "n_images"}}
@@ -132,7 +132,7 @@ def _chunks(seeds: list[int], batch: int, offset: int) -> dict[int, list[int]]:
     return out
 
 
-def missing_images(loaded: LoadedPipeline, req: GenerationRequest, store: Store) -> int:
+def missing_images(loaded: LoadedPipeline | PipelineIdentity, req: GenerationRequest, store: Store) -> int:
     """How many images of ``req`` its store folder lacks (0: ``generate`` would make nothing)."""
     folder = store.image_dir(request_key(loaded, req))
     return sum(not (folder / f"{s}.png").exists() for s in req.seeds())
@@ -193,9 +193,21 @@ def generate(loaded: LoadedPipeline, req: GenerationRequest, store: Store, *,
                             manifest, repairs=repairs, ready_s=precomputed)
 
 
-def stored_manifest(loaded: LoadedPipeline, req: GenerationRequest, store: Store) -> dict[str, Any]:
+def stored_manifest(loaded: LoadedPipeline | PipelineIdentity, req: GenerationRequest, store: Store) -> dict[str, Any]:
     """The manifest of ``req``'s set as the store holds it ({} when none was written)."""
     return _read_manifest(store.image_dir(request_key(loaded, req)))
+
+
+def stored_set(ident: PipelineIdentity | LoadedPipeline, req: GenerationRequest, store: Store) -> GenerationResult | None:
+    """The whole set of ``req`` as the store holds it, read without its pipeline; None unless every entry is there
+    and sound and the set's manifest was written (then :func:`generate`, with its repairs, is the way)."""
+    key = request_key(ident, req)
+    folder = store.image_dir(key)
+    seeds = req.seeds()
+    manifest = _read_manifest(folder)
+    if not manifest or any(not (folder / f"{s}.png").exists() or entry_problem(folder, s) for s in seeds):
+        return None
+    return GenerationResult(key, [_read_entry(folder, s) for s in seeds], 0, len(seeds), 0.0, manifest)
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:

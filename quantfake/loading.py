@@ -141,15 +141,26 @@ def find_pretrained(spec: GeneratorSpec, model_root: Path | None = None) -> Path
     )
 
 
-def load_pipeline(generator: str, precision: str, profile: str = "tiny", *, device: str | None = None,
-                  store: Store | None = None, model_root: Path | None = None,
-                  quantize_text_encoders: bool = False, place: bool = True,
-                  gguf_dir: Path | None = None) -> LoadedPipeline:
-    """Load ``generator`` at ``precision`` for ``profile``, quantize it and prove the quantization took.
+@dataclass(frozen=True)
+class PipelineIdentity:
+    """What names a pipeline's images in the store (:func:`quantfake.generate.request_key`), found without
+    building it: a set already whole in the store is read through this, and its pipeline is never loaded."""
 
-    ``place=False`` leaves the components on the CPU (quantized as they would run; diffusers' quantize-at-load
-    puts its quantized ones on ``device``) for :mod:`quantfake.memory_placement` to place by a memory fit.
-    """
+    generator: GeneratorSpec
+    precision: PrecisionSpec
+    profile: str
+    folder: Path | None  # the weights' folder; None for in-memory random weights
+    model_key: str
+    device: str
+    components: list[str]
+    user_gguf: Any = None  # a user's .gguf file for this generator (``--gguf-dir``), hashed
+    memory_fit: Any = None  # only a loaded pipeline has one (``--vram-budget``)
+
+
+def identify_pipeline(generator: str, precision: str, profile: str = "tiny", *, device: str | None = None,
+                      store: Store | None = None, model_root: Path | None = None,
+                      quantize_text_encoders: bool = False, gguf_dir: Path | None = None) -> PipelineIdentity:
+    """The identity :func:`load_pipeline` would load: ids, device and precision checked, weights found."""
     gen, prec = get_generator(generator), get_precision(precision)
     check_profile(profile)
     device = resolve_device(device)
@@ -168,18 +179,37 @@ def load_pipeline(generator: str, precision: str, profile: str = "tiny", *, devi
         folder = find_pretrained(gen, model_root)
         model_key = _random_root_key(folder) or f"pretrained:{gen.hub_id}@{folder.name}"
     comps = components_to_quantize(gen, quantize_text_encoders)
+    user_file = None
     if prec.kind == "gguf":
         from quantfake.backends.load_gguf import check_gguf_request, user_gguf
 
         check_gguf_request(gen, prec, comps)
         user_file = None if prec.gguf_type else user_gguf(gguf_dir, gen.id)
         model_key = f"{model_key}+gguf:{user_file.sha256[:16]}" if user_file else model_key
+    return PipelineIdentity(gen, prec, profile, folder, model_key, device, comps, user_file)
+
+
+def load_pipeline(generator: str, precision: str, profile: str = "tiny", *, device: str | None = None,
+                  store: Store | None = None, model_root: Path | None = None,
+                  quantize_text_encoders: bool = False, place: bool = True,
+                  gguf_dir: Path | None = None, identity: PipelineIdentity | None = None) -> LoadedPipeline:
+    """Load ``generator`` at ``precision`` for ``profile``, quantize it and prove the quantization took.
+
+    ``place=False`` leaves the components on the CPU (quantized as they would run; diffusers' quantize-at-load
+    puts its quantized ones on ``device``) for :mod:`quantfake.memory_placement` to place by a memory fit.
+    ``identity``: what :func:`identify_pipeline` already found for these arguments (not looked up again).
+    """
+    store = store or Store()
+    ident = identity or identify_pipeline(generator, precision, profile, device=device, store=store,
+                                          model_root=model_root, quantize_text_encoders=quantize_text_encoders,
+                                          gguf_dir=gguf_dir)
+    gen, prec, folder, device, comps = ident.generator, ident.precision, ident.folder, ident.device, ident.components
     start = time.perf_counter()
     weights_source: dict[str, Any] = {}
     if prec.kind == "gguf":
         from quantfake.backends.load_gguf import load_gguf_pipeline
 
-        pipe, gguf_source = load_gguf_pipeline(gen, prec, folder, device, store, model_key, user_file)
+        pipe, gguf_source = load_gguf_pipeline(gen, prec, folder, device, store, ident.model_key, ident.user_gguf)
         weights_source = gguf_source.record()
     elif folder is None:
         pipe = _random_in_memory(gen, prec, comps, device, place)
@@ -191,7 +221,7 @@ def load_pipeline(generator: str, precision: str, profile: str = "tiny", *, devi
     pipe.set_progress_bar_config(disable=True)
     report = verify(pipe, prec, comps)
     source = str(folder) if folder else f"in memory: seeded random init on {device}"
-    return LoadedPipeline(gen, prec, profile, pipe, source, model_key, device, comps, seconds, report,
+    return LoadedPipeline(gen, prec, ident.profile, pipe, source, ident.model_key, device, comps, seconds, report,
                           weights_source=weights_source)
 
 

@@ -37,7 +37,7 @@ from quantfake.generate import (
     pipeline_call,
     stored_manifest,
 )
-from quantfake.loading import LoadedPipeline
+from quantfake.loading import LoadedPipeline, PipelineIdentity
 from quantfake.measure.oom import free_cached_memory, is_oom
 from quantfake.store import Store
 
@@ -233,22 +233,31 @@ class SessionRecipes:
         self.checks: dict[tuple[str, str], RecipeCheck] = {}
         self._charged: set[tuple[str, str]] = set()
 
-    def plan(self, loaded: LoadedPipeline, req: GenerationRequest,
-             init_images: list[Image.Image] | None) -> RecipePlan:
-        """The request to generate ``req``'s set with: checked, reused from the store, or eager batch 1."""
+    def without_pipeline(self, ident: LoadedPipeline | PipelineIdentity, req: GenerationRequest) -> RecipePlan | None:
+        """The plan when it needs no pipeline: eager batch 1 asked for, or a set the store already holds whole
+        (its eager batch-1 images first, then the recipe's); None when a check must run on the pipeline."""
         requested = recipe_label(req.batch_size, req.compile)
         base = {"requested": requested}
         if req.eager_batch1:
             return RecipePlan(req, {**base, "used": requested, "pixels": requested,
                                     "check": "none needed: eager batch 1 is the reference"})
         for stored in (dataclasses.replace(req, batch_size=1, compile=False), req):
-            if missing_images(loaded, stored, self.store) == 0:  # nothing to make: no check, no compile
-                before = stored_manifest(loaded, stored, self.store).get("recipe") or {}
+            if missing_images(ident, stored, self.store) == 0:  # nothing to make: no check, no compile
+                before = stored_manifest(ident, stored, self.store).get("recipe") or {}
                 pixels = recipe_label(stored.batch_size, stored.compile)
                 check = "none needed: eager batch 1 is the reference" if stored.eager_batch1 else before.get(
                     "check", "unknown (no check in the manifest)")
                 return RecipePlan(stored, {**base, "used": "none: every image was in the store", "pixels": pixels,
                                            "check": check, "check_detail": before.get("check_detail")})
+        return None
+
+    def plan(self, loaded: LoadedPipeline, req: GenerationRequest,
+             init_images: list[Image.Image] | None) -> RecipePlan:
+        """The request to generate ``req``'s set with: checked, reused from the store, or eager batch 1."""
+        base = {"requested": recipe_label(req.batch_size, req.compile)}
+        planned = self.without_pipeline(loaded, req)
+        if planned is not None:
+            return planned
         gp = (loaded.generator.id, loaded.precision.id)
         if gp not in self.checks:
             self.checks[gp] = check_recipe(loaded, req, init_images)

@@ -150,3 +150,33 @@ def test_training_fakes_are_made_under_one_lock_so_xdist_workers_do_not_all_make
     free = session.store.lock("training-set")
     free.acquire(timeout=0)  # released once the set is made
     free.release()
+
+
+def test_a_set_whole_in_the_store_is_read_without_loading_its_pipeline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bench over a filled store (or a worker reading the training fakes another made) loads no pipeline; a set
+    with an entry missing or corrupt still goes through the pipeline, which makes or repairs it."""
+    import quantfake.session.fakes as fakes_module
+
+    o = build_options({"generators": "sd3", "precisions": "fp32", "store": str(tmp_path), "n_images": "3",
+                       "device": "cpu"})
+    first = FakeSource(o, Store(o.store), "cpu", RealImages(o, notices=[]), notices=[], progress=False)
+    made = first.images("sd3", "fp32", "txt2img")
+    assert made.generated == 3
+
+    loads = []
+    real_load = fakes_module.load_pipeline
+    monkeypatch.setattr(fakes_module, "load_pipeline", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    again = FakeSource(o, Store(o.store), "cpu", RealImages(o, notices=[]), notices=[], progress=False)
+    reused = again.images("sd3", "fp32", "txt2img")
+    assert loads == [] and reused.key == made.key and reused.generated == 0 and reused.reused == 3
+    assert [im.sha256 for im in reused.images] == [im.sha256 for im in made.images]
+    record = again.generation[made.key]  # what the cell records about the set, as when it was loaded
+    assert (record["generated"], record["reused"]) == (0, 3)
+    assert record["check"] == first.generation[made.key]["check"] and record["pixels"] == first.generation[made.key]["pixels"]
+
+    (made.images[1].path).write_bytes(b"not a png")  # a corrupt entry: the pipeline regenerates it
+    repaired = FakeSource(o, Store(o.store), "cpu", RealImages(o, notices=[]), notices=[], progress=False)
+    result = repaired.images("sd3", "fp32", "txt2img")
+    assert len(loads) == 1 and result.generated == 1 and len(result.repairs) == 1
+    assert [im.sha256 for im in result.images] == [im.sha256 for im in made.images]

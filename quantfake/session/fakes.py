@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from quantfake.errors import MemoryBudgetError
-from quantfake.generate import GenerationRequest, GenerationResult, generate
+from quantfake.generate import GenerationRequest, GenerationResult, generate, stored_set
 from quantfake.generators import get_generator
-from quantfake.loading import LoadedPipeline, load_pipeline
+from quantfake.loading import LoadedPipeline, PipelineIdentity, identify_pipeline, load_pipeline
 from quantfake.measure.residency import register_holder, release_others
 from quantfake.options import BenchOptions
 from quantfake.recipes import SessionRecipes
@@ -49,6 +49,7 @@ class FakeSource:
         self.recipes = SessionRecipes(store)
         self.generation: dict[str, dict[str, Any]] = {}  # per generation key: recipe, its check, s/image
         self._pipelines: OrderedDict[tuple[str, str], LoadedPipeline] = OrderedDict()
+        self._identities: dict[tuple[str, str], PipelineIdentity] = {}
         self._refused: dict[tuple[str, str], str] = {}  # pipelines no memory fit could place (--vram-budget)
         self._sets: dict[tuple[str, str, str, str], GenerationResult] = {}
         self._format_warnings: dict[tuple[str, str, str], list[str]] = {}
@@ -83,12 +84,23 @@ class FakeSource:
 
             free_cached_memory()  # collects reference cycles too (offload hooks point back at their models)
 
+    def identity(self, generator: str, precision: str) -> PipelineIdentity:
+        """What names the pipeline's images in the store, found once per session without loading it."""
+        key = (generator, precision)
+        if key not in self._identities:
+            o = self.options
+            self._identities[key] = identify_pipeline(
+                generator, precision, o.profile, device=self.device, store=self.store, model_root=o.model_root,
+                quantize_text_encoders=o.quantize_text_encoders, gguf_dir=o.gguf_dir)
+        return self._identities[key]
+
     def _load(self, generator: str, precision: str) -> LoadedPipeline:
         o = self.options
         where = dict(device=self.device, store=self.store, model_root=o.model_root,
                      quantize_text_encoders=o.quantize_text_encoders, gguf_dir=o.gguf_dir)
         if not o.vram_budget_gib:
-            return load_pipeline(generator, precision, o.profile, **where)
+            return load_pipeline(generator, precision, o.profile, identity=self.identity(generator, precision),
+                                 **where)
         from quantfake.memory_placement import load_within_budget
 
         # the least costly recipe that fits, or MemoryBudgetError before any work; a refused pipeline is said
@@ -131,6 +143,11 @@ class FakeSource:
         whole = shard == (0, 1)
         if whole and key in self._sets:
             return self._sets[key]
+        if whole and not self.options.vram_budget_gib:  # a memory fit can change the key: only a load knows it
+            reused = self._stored(generator, precision, mode, role)
+            if reused is not None:
+                self._sets[key] = reused
+                return reused
         loaded = self.pipeline(generator, precision)
         request = self.request(generator, mode, role)
         if loaded.memory_fit is not None:  # the batch the memory fit allows (seeds, and so pairing, unchanged)
@@ -145,6 +162,16 @@ class FakeSource:
                          for r in result.repairs]
         if whole:
             self._sets[key] = result
+        return result
+
+    def _stored(self, generator: str, precision: str, mode: str, role: str) -> GenerationResult | None:
+        """The set read from the store when it is whole there, without loading its pipeline (a bench over a
+        filled store, or the training fakes another worker made, loads no pipeline); None otherwise."""
+        ident = self.identity(generator, precision)
+        plan = self.recipes.without_pipeline(ident, self.request(generator, mode, role))
+        result = stored_set(ident, plan.request, self.store) if plan is not None else None
+        if result is not None:
+            self.generation[result.key] = plan.summary(result)
         return result
 
     def format_warnings(self, generator: str, precision: str, mode: str) -> list[str]:
