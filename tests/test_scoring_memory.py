@@ -41,7 +41,7 @@ def test_out_of_memory_halves_the_batch_keeps_every_score_and_remembers_the_fit(
     reference = score_images(detector, images, batch_size=1, progress=False)
     limited = RunsOutAbove(detector.module, limit=2)
     squeezed = detector.with_module(limited, detector.precision)
-    with pytest.warns(ResourceWarning, match=r"r50nodown on cpu: out of memory at batch 4 of 48x48 px images; "
+    with pytest.warns(UserWarning, match=r"r50nodown on cpu: out of memory at batch 4 of 48x48 px images; "
                                              r"retrying at 2"):
         scores = score_images(squeezed, images, batch_size=4, progress=False)
     assert limited.batches == [4, 2, 2, 1]
@@ -52,7 +52,7 @@ def test_out_of_memory_halves_the_batch_keeps_every_score_and_remembers_the_fit(
 
 
 def test_out_of_memory_at_batch_one_and_other_errors_surface(detector) -> None:
-    with pytest.raises(torch.OutOfMemoryError), pytest.warns(ResourceWarning, match="retrying at 1"):
+    with pytest.raises(torch.OutOfMemoryError), pytest.warns(UserWarning, match="retrying at 1"):
         score_images(detector.with_module(RunsOutAbove(detector.module, limit=0), detector.precision), _images(3),
                      batch_size=2, progress=False)
     scoring._FITTING_BATCH.clear()  # the failed call above remembered batch 1

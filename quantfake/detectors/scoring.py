@@ -137,7 +137,7 @@ def score_images(
             if out is None:
                 warnings.warn(f"scoring {detector.spec.id} on {device}: out of memory at batch {size} of "
                               f"{pil[idx[0]].size[0]}x{pil[idx[0]].size[1]} px images; retrying at {size // 2}",
-                              ResourceWarning, stacklevel=2)
+                              stacklevel=2)  # UserWarning: Python hides ResourceWarning by default
                 size //= 2
                 _FITTING_BATCH[fit_key] = size
                 free_cached_memory()
