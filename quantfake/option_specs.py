@@ -63,6 +63,8 @@ BENCH_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("--n-boot", "bootstrap resamples for CIs: 0 (none; the gate then checks tolerances only) or >= 40"),
     OptionSpec("--seed", "seed offset (default 0)", generate=True),
     OptionSpec("--device", "cpu or cuda (default: cuda when available)", generate=True),
+    OptionSpec("--cpu-affinity", "under pytest -n N: auto (default) gives each worker its own whole cores and as "
+               "many torch threads; none leaves them as launched (on a CPU the thread count keys the images)"),
     OptionSpec("--vram-budget", "GiB of GPU memory a cell may use: picks offload / VAE slicing or tiling / batch "
                                 "size to fit, caps torch's allocator there, refuses what cannot fit", generate=True),
     OptionSpec("--store", "store folder (default $QUANTFAKE_STORE or .quantfake)", generate=True),

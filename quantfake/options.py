@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quantfake.cpu_affinity import AFFINITY_CHOICES
 from quantfake.detector_precisions import DETECTOR_PRECISIONS
 from quantfake.detectors.registry import DETECTORS, REPRESENTATIONS, parse_weights_choices
 from quantfake.errors import UnknownIdError
@@ -62,6 +63,7 @@ class BenchOptions:
     n_boot: int = _TINY["n_boot"]
     seed: int = 0
     device: str | None = None
+    cpu_affinity: str = "auto"  # pytest -n N: each worker on its own cores (quantfake.cpu_affinity)
     vram_budget_gib: float | None = None  # --vram-budget: run each cell within this many GiB (quantfake.memory_fit)
     compile: bool = False
     quantize_text_encoders: bool = False
@@ -131,6 +133,7 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
         guidance=parse_number(raw.get("guidance"), "guidance"),
         strength=_given(parse_number(raw.get("strength"), "strength"), 0.6), batch_size=num("batch_size"),
         n_boot=num("n_boot"), seed=_given(parse_number(raw.get("seed"), "seed"), 0), device=raw.get("device") or None,
+        cpu_affinity=_choice(raw.get("cpu_affinity"), "cpu affinity", AFFINITY_CHOICES, "auto"),
         compile=bool(raw.get("compile")), vram_budget_gib=_vram_budget(raw.get("vram_budget")),
         quantize_text_encoders=bool(raw.get("quantize_text_encoders")),
         trust_checkpoints=bool(raw.get("trust_checkpoints")), repair=not raw.get("no_repair"),
@@ -148,6 +151,15 @@ def build_options(raw: dict[str, Any]) -> BenchOptions:
     )
     validate_options(options)
     return options
+
+
+def _choice(value: str | None, what: str, accepted: tuple[str, ...], default: str) -> str:
+    """``value`` when it is one of ``accepted``, ``default`` when not given; anything else is an unknown id."""
+    if not value:
+        return default
+    if value not in accepted:
+        raise UnknownIdError(what, value, accepted)
+    return value
 
 
 def _given(value: Any, default: Any) -> Any:

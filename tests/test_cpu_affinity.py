@@ -114,3 +114,44 @@ def test_pin_moves_the_threads_already_running_too() -> None:
                 os.sched_setaffinity(int(tid), original)
             except OSError:
                 continue
+
+
+_WORKER_PROBE = """
+import json, os, sys
+import torch
+sys.path.insert(0, os.getcwd())
+from fixtures.plugin import _pin_worker_device
+from quantfake.options import build_options
+_pin_worker_device(build_options({"device": "cpu", "cpu_affinity": sys.argv[1]}))
+print(json.dumps({"cpus": sorted(os.sched_getaffinity(0)), "threads": torch.get_num_threads()}))
+"""
+
+
+@pytest.mark.parametrize("mode", ["auto", "none"])
+def test_an_xdist_worker_gets_its_share_of_whole_cores_unless_none(mode: str) -> None:
+    """pytest -n N: N workers each running every core's threads thrashed (a tiny grid on 2 CPU cores took 151 s
+    under -n 2 against 38 s under -n 0); with auto, worker gwK runs on its own cores with as many threads."""
+    import json
+    import subprocess
+    import sys
+
+    launched = sorted(os.sched_getaffinity(0))
+    env = {**os.environ, "PYTEST_XDIST_WORKER": "gw1", "PYTEST_XDIST_WORKER_COUNT": "2"}
+    env.pop("OMP_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", _WORKER_PROBE, mode], cwd=Path(__file__).resolve().parent.parent,
+                         env=env, capture_output=True, text=True, timeout=120, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    if mode == "none":
+        assert seen["cpus"] == launched
+        return
+    mine = split_cores(read_topology(launched), [None, None])[1]
+    assert seen == {"cpus": sorted(logical_cpus(mine)), "threads": len(mine)}
+
+
+def test_an_unknown_cpu_affinity_is_refused_naming_the_choices() -> None:
+    from quantfake.errors import UnknownIdError
+    from quantfake.options import build_options
+
+    with pytest.raises(UnknownIdError, match="bogus") as info:
+        build_options({"cpu_affinity": "bogus"})
+    assert "auto" in str(info.value) and "none" in str(info.value)

@@ -43,7 +43,7 @@ def _bench(workers: int, root: Path, models: Path) -> tuple[subprocess.Completed
     cmd = [sys.executable, "-m", "pytest", "bench/test_fidelity.py", "-p", "no:cacheprovider", "-q",
            "-n", str(workers), "--dist", "loadgroup", *(f"--{k.replace('_', '-')}={v}" for k, v in SLICE.items()),
            f"--store={store}", f"--history={history}", f"--baselines-dir={root / 'baselines'}",
-           "--update-baselines", "--no-report"]
+           "--update-baselines", "--no-report", "--cpu-affinity=none"]  # threads as OMP_NUM_THREADS says
     env = {k: v for k, v in os.environ.items() if k not in ("QUANTFAKE_RUN_ID", "QUANTFAKE_STORE")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # same numerics in every process, no oversubscription
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
