@@ -2,7 +2,8 @@
 
     python scripts/worker_timeline.py reports/history/<run-id>.json [--cells]
 
-Reads the ``start_unix`` / ``end_unix`` / ``worker`` / ``device`` timings every cell records (fixtures/plugin.py):
+Reads the ``start_unix`` / ``end_unix`` / ``worker`` / ``device`` / ``cpu_threads`` timings every cell records
+(fixtures/plugin.py; threads since ``--cpu-affinity`` for pytest workers, "?" in older records):
 start is the first cell's start on that worker (process start and collection come before it), busy the sum of
 its cells, idle = span - busy (waiting for a lock held by another worker, or between groups), and the
 generation seconds of the image sets the worker made itself (each set counted once).
@@ -39,9 +40,10 @@ def main() -> int:
         sets = {(c.get("extra") or {}).get("generation_key"): c["timings"].get("generation_s", 0.0)
                 for c in own if c["timings"].get("generated")}
         groups = list(dict.fromkeys(f"{c['params']['generator']}-{c['params']['precision']}" for c in own))
-        rows.append([worker, own[0]["timings"].get("device", ""), len(own), f"{start:.1f}", f"{end:.1f}",
+        threads = ",".join(sorted({str(c["timings"].get("cpu_threads", "?")) for c in own}))
+        rows.append([worker, own[0]["timings"].get("device", ""), threads, len(own), f"{start:.1f}", f"{end:.1f}",
                      f"{busy:.1f}", f"{end - start - busy:.1f}", f"{sum(sets.values()):.1f}", " ".join(groups)])
-    print(tabulate(rows, headers=["worker", "device", "cells", "first start s", "last end s", "busy s", "idle s",
+    print(tabulate(rows, headers=["worker", "device", "threads", "cells", "first start s", "last end s", "busy s", "idle s",
                                   "generation s", "groups in order"], tablefmt="github"))
     if args.cells:
         for c in sorted(cells, key=lambda c: c["timings"]["start_unix"]):
