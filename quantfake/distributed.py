@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantfake.cpu_affinity import AFFINITY_CHOICES
 from quantfake.errors import MemoryBudgetError, MissingWeightsError, PrecisionUnavailable, UnknownIdError
 from quantfake.generate_record import generate_record, write_generate_record
 from quantfake.measure.cpu_use import CpuUse, cpu_use
@@ -207,7 +206,6 @@ class LaunchFlags:
 
     train_fakes: bool = True
     progress: bool = True
-    cpu_affinity: str = "auto"  # 2 H100s: no contention with it, 1.97x (benchmarks/multigpu_h100)
 
 
 def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], LaunchFlags]:
@@ -220,14 +218,9 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], LaunchFlags]:
     parser.add_argument("--no-train-fakes", action="store_true",
                         help="tiny profile: skip the fp32 fakes that train the tiny detectors")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
-    parser.add_argument("--cpu-affinity", choices=AFFINITY_CHOICES, default=LaunchFlags.cpu_affinity,
-                        help="auto (default): when several processes of this launch share the host, pin each to "
-                             "its own whole physical cores, near its GPU's NUMA node, with as many torch threads; "
-                             "none: leave them as launched (use it when another launch shares the host: each "
-                             "launch splits the cores as if it were alone)")
     ns = parser.parse_args(list(argv))
     raw = {option.key: getattr(ns, option.key) for option in GENERATE_OPTIONS}
-    return raw, LaunchFlags(not ns.no_train_fakes, not ns.no_progress, ns.cpu_affinity)
+    return raw, LaunchFlags(not ns.no_train_fakes, not ns.no_progress)
 
 
 def start_from_stat(stat: str, now: float, boottime: float, ticks_per_s: int) -> float:
@@ -362,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device.startswith("cuda:"):
         torch.cuda.set_device(device)  # libraries that default to "cuda" then use this process's GPU
     n_local = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
-    affinity = apply_cpu_affinity(flags.cpu_affinity, state.local_process_index, n_local)
+    # auto by default (options.cpu_affinity): on 2 H100s no contention with it, 1.97x (benchmarks/multigpu_h100)
+    affinity = apply_cpu_affinity(options.cpu_affinity, state.local_process_index, n_local)
     options = dataclasses.replace(options, device=device)
     jobs = plan_jobs(options, train_fakes=flags.train_fakes)
     if rank != 0:  # transformers saves weights on rank 0 only (store.check_saved_pipeline): rank 0 goes first

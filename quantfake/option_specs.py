@@ -63,8 +63,10 @@ BENCH_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("--n-boot", "bootstrap resamples for CIs: 0 (none; the gate then checks tolerances only) or >= 40"),
     OptionSpec("--seed", "seed offset (default 0)", generate=True),
     OptionSpec("--device", "cpu or cuda (default: cuda when available)", generate=True),
-    OptionSpec("--cpu-affinity", "under pytest -n N: auto (default) gives each worker its own whole cores and as "
-               "many torch threads; none leaves them as launched (on a CPU the thread count keys the images)"),
+    OptionSpec("--cpu-affinity", "auto (default): each process of a multi-process launch (pytest -n N workers, "
+               "quantfake generate ranks) gets its own whole cores, near its GPU's NUMA node, and as many torch "
+               "threads; none: as launched (use it when another launch shares the host; on a CPU the thread count "
+               "keys the images)", generate=True),
     OptionSpec("--vram-budget", "GiB of GPU memory a cell may use: picks offload / VAE slicing or tiling / batch "
                                 "size to fit, caps torch's allocator there, refuses what cannot fit", generate=True),
     OptionSpec("--store", "store folder (default $QUANTFAKE_STORE or .quantfake)", generate=True),

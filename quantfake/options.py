@@ -63,7 +63,7 @@ class BenchOptions:
     n_boot: int = _TINY["n_boot"]
     seed: int = 0
     device: str | None = None
-    cpu_affinity: str = "auto"  # pytest -n N: each worker on its own cores (quantfake.cpu_affinity)
+    cpu_affinity: str = "auto"  # pytest -n N workers, generate ranks: each on its own cores (quantfake.cpu_affinity)
     vram_budget_gib: float | None = None  # --vram-budget: run each cell within this many GiB (quantfake.memory_fit)
     compile: bool = False
     quantize_text_encoders: bool = False
