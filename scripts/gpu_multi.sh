@@ -5,9 +5,10 @@
 #   3. the two run records compared cell by cell (metrics bitwise, generation keys), and each worker's timeline
 # Usage (repository root, GPU host, wheels in .whl/): OUT=/dir [GENERATORS=sd3,sdxl] [PRECISIONS=bf16,nf4]
 #   [N_IMAGES=16] [DETECTORS=all] scripts/gpu_multi.sh
-#   The tiny grid of issue 17 (96 cells): PROFILE=tiny GENERATORS=sd3,sdxl,flux,sd15 PRECISIONS=fp32,bf16,nf4,int8
+#   The tiny grid of issue 17 (48 cells): PROFILE=tiny GENERATORS=sd3,sdxl,flux,sd15 PRECISIONS=fp32,bf16,nf4,int8
 #   DETECTORS=npr,r50nodown,clipd N_IMAGES=8 scripts/gpu_multi.sh (tiny detectors are trained, no weights dir).
-#   DEVICE=cpu NGPU=2 runs the same on a CPU (a check of the script; the workers then share the cores).
+#   DEVICE=cpu NGPU=2 runs the same on a CPU (a check of the script): the workers split the cores
+#   (--cpu-affinity auto), and as the thread count keys CPU images, pass OMP_NUM_THREADS=1 for equal records.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-reports/gpu}"; mkdir -p "$OUT"
