@@ -8,7 +8,8 @@
 #   The tiny grid of issue 17 (48 cells): PROFILE=tiny GENERATORS=sd3,sdxl,flux,sd15 PRECISIONS=fp32,bf16,nf4,int8
 #   DETECTORS=npr,r50nodown,clipd N_IMAGES=8 scripts/gpu_multi.sh (tiny detectors are trained, no weights dir).
 #   DEVICE=cpu NGPU=2 runs the same on a CPU (a check of the script): the workers split the cores
-#   (--cpu-affinity auto), and as the thread count keys CPU images, pass OMP_NUM_THREADS=1 for equal records.
+#   (--cpu-affinity auto); the thread count keys CPU images, so the records match the serial run's only at the
+#   same count (on 2 cores, OMP_NUM_THREADS=1: one thread a worker and one for the serial run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-reports/gpu}"; mkdir -p "$OUT"
